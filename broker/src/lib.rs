@@ -1,0 +1,1 @@
+//! memgated library: admission, grants, revocation, audit, hardening.

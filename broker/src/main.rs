@@ -1,0 +1,2 @@
+//! memgated: the privileged memgate broker.
+fn main() {}

@@ -1,0 +1,1 @@
+//! memgate client library: broker requests, tokens, the fault server.

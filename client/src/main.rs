@@ -1,0 +1,2 @@
+//! memgate: the command-line client.
+fn main() {}

@@ -1,0 +1,1 @@
+//! The RDMA abstraction both the broker and the fault server use.

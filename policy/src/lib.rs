@@ -1,0 +1,1 @@
+//! Pure policy engine: policy documents, signatures, export tokens and decisions.

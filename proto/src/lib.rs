@@ -1,0 +1,1 @@
+//! The broker API: wire messages between `memgate` clients and `memgated`.
