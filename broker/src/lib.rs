@@ -1,1 +1,3 @@
 //! memgated library: admission, grants, revocation, audit, hardening.
+
+pub mod harden;
