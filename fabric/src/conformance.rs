@@ -1,0 +1,1 @@
+//! The conformance suite, written against the provider-neutral API.

@@ -1,0 +1,13 @@
+//! The soft provider: verbs semantics over TCP or Unix stream sockets. Wire format in
+//! `docs/fabric-soft.md`; [`wire`] is the frame codec.
+
+mod auth;
+mod initiator;
+mod responder;
+mod serve;
+mod stream;
+mod table;
+pub mod wire;
+
+pub use initiator::SoftConnection;
+pub use responder::SoftResponder;
