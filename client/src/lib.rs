@@ -4,3 +4,12 @@
 //! module there so that each can be read (and tested) on its own.
 
 pub mod cli;
+pub mod faultserve;
+pub mod handover;
+pub mod mem;
+pub mod transport;
+pub mod uffd;
+pub mod workload;
+
+/// The page size this code assumes (x86-64 / aarch64 4 KiB base pages).
+pub const PAGE: usize = 4096;

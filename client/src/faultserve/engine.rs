@@ -1,0 +1,598 @@
+//! The fault-server loop: one thread polls the uffd and both connections (demand and
+//! prefetch) with poll(2), so a fault is read, requested, received and copied without a
+//! cross-thread hand-off. Demand faults go on their own connection as single-page READs and
+//! so never queue behind a prefetch chunk; prefetch keeps several large READs in flight,
+//! starting near the most recent fault, and copies each chunk in slices, serving faults
+//! between slices. Every failure ends in [`Engine::fail_closed`]: pages not yet present are
+//! poisoned so that any later access raises SIGBUS instead of reading zeros.
+
+use super::layout::Layout;
+use super::stats::{Counters, Report};
+use crate::transport::{Completion, Connector, ReadFailure, Transport, TransportError};
+use crate::uffd::{CopyOutcome, Msg, Uffd};
+use crate::PAGE;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime};
+
+const PRESENT: u8 = 1;
+const DISCARDED: u8 = 2;
+const DEMAND: u8 = 4;
+const PREFETCH: u8 = 8;
+const PREFETCH_TAG: u64 = 1 << 63;
+
+/// Tuning knobs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Bytes per prefetch READ.
+    pub chunk: usize,
+    /// Prefetch READs kept in flight.
+    pub depth: usize,
+    /// Largest UFFDIO_COPY issued at once for prefetched data (faults are served between).
+    pub copy_slice: usize,
+    /// Reconnect attempts after a connection breaks (with doubling backoff from 20 ms).
+    pub reconnect_attempts: u32,
+    /// The grant's expiry: no reconnects after it.
+    pub expires: Option<SystemTime>,
+    /// Disable prefetch (demand faults only).
+    pub no_prefetch: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            chunk: 1 << 20,
+            depth: 4,
+            copy_slice: 256 << 10,
+            reconnect_attempts: 6,
+            expires: None,
+            no_prefetch: false,
+        }
+    }
+}
+
+/// Why a migration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A userfaultfd operation failed.
+    #[error("userfaultfd {op}: {err}")]
+    Uffd {
+        /// Which operation.
+        op: &'static str,
+        /// The OS error.
+        err: io::Error,
+    },
+    /// The connection could not be kept or re-established.
+    #[error("connection to the source failed: {0}")]
+    Transport(#[from] TransportError),
+    /// A READ failed on the remote side (revoked key, source gone).
+    #[error("READ of source {addr:#x}+{len} failed: {failure}")]
+    Read {
+        /// Source address.
+        addr: u64,
+        /// Length.
+        len: u32,
+        /// Why.
+        failure: ReadFailure,
+    },
+    /// A completion arrived for nothing we posted, or with the wrong length.
+    #[error("bad completion: {0}")]
+    BadCompletion(String),
+    /// The destination process went away before every page was present.
+    #[error("destination process exited with {0} pages still missing")]
+    DestinationGone(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Posted {
+    page: usize,
+    pages: usize,
+    src: u64,
+    len: u32,
+    rkey: u32,
+}
+
+struct Link {
+    conn: Option<Box<dyn Transport>>,
+    inflight: HashMap<u64, Posted>,
+}
+
+impl Link {
+    fn pollfd(&self) -> libc::pollfd {
+        let (fd, out) = self.conn.as_ref().map_or((-1, false), |c| (c.raw_fd(), c.wants_write()));
+        let events = libc::POLLIN | if out { libc::POLLOUT } else { 0 };
+        libc::pollfd { fd, events, revents: 0 }
+    }
+}
+
+/// What a finished run looked like.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The report.
+    pub report: Report,
+}
+
+/// Progress callback: (pages present or discarded, pages total).
+pub type Progress<'a> = Box<dyn FnMut(u64, u64) + 'a>;
+
+/// One migration's fault server.
+pub struct Engine<'a> {
+    uffd: &'a Uffd,
+    layout: Layout,
+    state: Vec<u8>,
+    remaining: usize,
+    connector: &'a dyn Connector,
+    demand: Link,
+    prefetch: Link,
+    fault_start: HashMap<usize, Instant>,
+    cursor: usize,
+    hint: Option<usize>,
+    cfg: Config,
+    c: Counters,
+    started: Instant,
+    watch: Option<OwnedFd>,
+    progress: Option<Progress<'a>>,
+    completions: Vec<Completion>,
+    /// After a failed [`Engine::run`]: how many pages were poisoned, or why poisoning
+    /// failed (then the caller must stop the destination some other way).
+    pub poisoned: Option<Result<usize, io::Error>>,
+}
+
+fn uerr(op: &'static str) -> impl FnOnce(io::Error) -> EngineError {
+    move |err| EngineError::Uffd { op, err }
+}
+
+impl<'a> Engine<'a> {
+    /// Connects both links and prepares the page table. `watch` is a pidfd of the
+    /// destination process (handed-over uffd), polled to notice its exit.
+    pub fn new(
+        uffd: &'a Uffd,
+        layout: Layout,
+        connector: &'a dyn Connector,
+        cfg: Config,
+        watch: Option<OwnedFd>,
+    ) -> Result<Engine<'a>, EngineError> {
+        let total = layout.total();
+        let demand = Link { conn: Some(connector.connect()?), inflight: HashMap::new() };
+        let prefetch = Link {
+            conn: if cfg.no_prefetch { None } else { Some(connector.connect()?) },
+            inflight: HashMap::new(),
+        };
+        Ok(Engine {
+            uffd,
+            layout,
+            state: vec![0; total],
+            remaining: total,
+            connector,
+            demand,
+            prefetch,
+            fault_start: HashMap::new(),
+            cursor: 0,
+            hint: None,
+            cfg,
+            c: Counters::default(),
+            started: Instant::now(),
+            watch,
+            progress: None,
+            completions: Vec::new(),
+            poisoned: None,
+        })
+    }
+
+    /// Installs a progress callback (called at most every 100 ms).
+    pub fn set_progress(&mut self, p: Progress<'a>) {
+        self.progress = Some(p);
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.c
+    }
+
+    /// Runs until every page is present (then sends COMMIT) or until a failure, after which
+    /// the missing pages are poisoned before the error is returned.
+    pub fn run(&mut self) -> Result<Outcome, EngineError> {
+        match self.serve() {
+            Ok(all_present) => {
+                let committed = match self.demand.conn.as_mut() {
+                    Some(c) => c.commit().map(|_| true)?,
+                    None => false,
+                };
+                let report =
+                    Report::new(self.layout.total() as u64, &self.c, all_present, committed);
+                Ok(Outcome { report })
+            }
+            Err(e) => {
+                if !matches!(e, EngineError::DestinationGone(_)) {
+                    self.poisoned = Some(self.fail_closed());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Report of what happened so far (for failures).
+    pub fn report_so_far(&self) -> Report {
+        Report::new(self.layout.total() as u64, &self.c, self.started.elapsed(), false)
+    }
+
+    fn serve(&mut self) -> Result<Duration, EngineError> {
+        self.started = Instant::now();
+        let mut last_progress = Instant::now();
+        loop {
+            self.drain_uffd()?;
+            self.pump(false)?;
+            self.pump(true)?;
+            if self.remaining == 0 && self.demand.inflight.is_empty() {
+                let t = self.started.elapsed();
+                if let Some(p) = self.progress.as_mut() {
+                    p(self.layout.total() as u64, self.layout.total() as u64);
+                }
+                return Ok(t);
+            }
+            self.fill_prefetch()?;
+            let mut fds = [
+                libc::pollfd { fd: self.uffd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                self.demand.pollfd(),
+                self.prefetch.pollfd(),
+                libc::pollfd {
+                    fd: self.watch.as_ref().map_or(-1, |w| w.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: `fds` is a valid array of 4 pollfds; negative fds are ignored.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, 100) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(EngineError::Uffd { op: "poll", err: e });
+                }
+            }
+            if fds[3].revents != 0 {
+                // The destination exited; pages it never touched no longer matter.
+                self.drain_uffd()?;
+                return Err(EngineError::DestinationGone(self.remaining));
+            }
+            if last_progress.elapsed() >= Duration::from_millis(100) {
+                last_progress = Instant::now();
+                let done = (self.layout.total() - self.remaining) as u64;
+                let total = self.layout.total() as u64;
+                if let Some(p) = self.progress.as_mut() {
+                    p(done, total);
+                }
+            }
+        }
+    }
+
+    fn drain_uffd(&mut self) -> Result<(), EngineError> {
+        while let Some(msg) = self.uffd.read_msg().map_err(uerr("read"))? {
+            self.on_msg(msg)?;
+        }
+        Ok(())
+    }
+
+    fn on_msg(&mut self, msg: Msg) -> Result<(), EngineError> {
+        match msg {
+            Msg::PageFault { addr, .. } => {
+                self.c.faults += 1;
+                let a = addr & !(PAGE as u64 - 1);
+                let Some(p) = self.layout.page_at(a) else {
+                    // Registered but not part of the grant: nothing can fill it; fail
+                    // closed for that page only.
+                    tracing::warn!("fault at {addr:#x} outside the grant; poisoning it");
+                    self.uffd.poison(a, PAGE as u64).map_err(uerr("poison"))?;
+                    return Ok(());
+                };
+                let s = self.state[p];
+                if s & PRESENT != 0 {
+                    self.uffd.wake(a, PAGE as u64).map_err(uerr("wake"))?;
+                } else if s & DISCARDED != 0 {
+                    match self.uffd.zeropage(a, PAGE as u64) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            self.uffd.wake(a, PAGE as u64).map_err(uerr("wake"))?
+                        }
+                        Err(e) => return Err(EngineError::Uffd { op: "zeropage", err: e }),
+                    }
+                } else if s & DEMAND == 0 {
+                    self.state[p] |= DEMAND;
+                    self.fault_start.insert(p, Instant::now());
+                    self.hint = Some(p + 1);
+                    self.post(false, p, 1)?;
+                }
+            }
+            Msg::Remove { start, end } | Msg::Unmap { start, end } => {
+                for r in self.layout.pages_in(start, end) {
+                    for p in r {
+                        if self.state[p] & (PRESENT | DISCARDED) == 0 {
+                            self.remaining -= 1;
+                            self.c.pages_discarded += 1;
+                        }
+                        self.state[p] = (self.state[p] & !PRESENT) | DISCARDED;
+                    }
+                }
+            }
+            Msg::Remap { from, to, len } => self.layout.remap(from, to, len),
+            Msg::Fork { ufd } => {
+                // The child's copy of the missing pages cannot be served by this grant's
+                // single-process page table: fail closed for the child (its missing pages
+                // raise SIGBUS) and keep serving the parent.
+                tracing::warn!("destination forked; the child's missing pages are poisoned");
+                // SAFETY: the kernel installed `ufd` in our fd table for us with the FORK
+                // event; nothing else owns it.
+                let child = Uffd::from_fd(unsafe { std::os::fd::FromRawFd::from_raw_fd(ufd) }, 0);
+                for (a, n) in self.missing_runs() {
+                    let _ = child.poison(a, (n * PAGE) as u64);
+                }
+            }
+            Msg::Unknown(e) => tracing::warn!("unknown userfaultfd event {e:#x}"),
+        }
+        Ok(())
+    }
+
+    fn post(&mut self, prefetch: bool, page: usize, pages: usize) -> Result<(), EngineError> {
+        let (src, rkey, _) = self
+            .layout
+            .src_of(page)
+            .ok_or_else(|| EngineError::BadCompletion(format!("page {page} out of range")))?;
+        let posted = Posted { page, pages, src, len: (pages * PAGE) as u32, rkey };
+        let wr_id = page as u64 | if prefetch { PREFETCH_TAG } else { 0 };
+        let link = if prefetch { &mut self.prefetch } else { &mut self.demand };
+        link.inflight.insert(wr_id, posted);
+        let res = match link.conn.as_mut() {
+            Some(c) => c.post_read(wr_id, src, posted.len, rkey),
+            None => Err(TransportError::Lost("not connected".into())),
+        };
+        if let Err(e) = res {
+            self.reconnect(prefetch, e)?;
+        }
+        Ok(())
+    }
+
+    fn reconnect(&mut self, prefetch: bool, why: TransportError) -> Result<(), EngineError> {
+        let mut delay = Duration::from_millis(20);
+        let mut last = why;
+        for _ in 0..self.cfg.reconnect_attempts {
+            if self.cfg.expires.is_some_and(|t| SystemTime::now() >= t) {
+                break;
+            }
+            tracing::warn!("connection to {} lost ({last}); reconnecting", self.connector.endpoint());
+            std::thread::sleep(delay);
+            delay *= 2;
+            match self.connector.connect() {
+                Ok(mut conn) => {
+                    let link = if prefetch { &mut self.prefetch } else { &mut self.demand };
+                    let mut ok = true;
+                    for (wr_id, p) in &link.inflight {
+                        if let Err(e) = conn.post_read(*wr_id, p.src, p.len, p.rkey) {
+                            last = e;
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if ok {
+                        link.conn = Some(conn);
+                        self.c.reconnects += 1;
+                        return Ok(());
+                    }
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(EngineError::Transport(last))
+    }
+
+    fn pump(&mut self, prefetch: bool) -> Result<(), EngineError> {
+        let mut comps = std::mem::take(&mut self.completions);
+        comps.clear();
+        let link = if prefetch { &mut self.prefetch } else { &mut self.demand };
+        let res = match link.conn.as_mut() {
+            Some(c) => c.poll(&mut comps),
+            None => Ok(()),
+        };
+        for comp in comps.drain(..) {
+            self.on_completion(comp)?;
+        }
+        self.completions = comps;
+        if let Err(e) = res {
+            let link = if prefetch { &mut self.prefetch } else { &mut self.demand };
+            link.conn = None;
+            self.reconnect(prefetch, e)?;
+        }
+        Ok(())
+    }
+
+    fn on_completion(&mut self, comp: Completion) -> Result<(), EngineError> {
+        let prefetch = comp.wr_id & PREFETCH_TAG != 0;
+        let link = if prefetch { &mut self.prefetch } else { &mut self.demand };
+        let Some(p) = link.inflight.remove(&comp.wr_id) else {
+            return Err(EngineError::BadCompletion(format!("unknown wr_id {:#x}", comp.wr_id)));
+        };
+        let payload = match comp.result {
+            Ok(d) => d,
+            Err(ReadFailure::Flushed) => {
+                // Re-post on a fresh connection.
+                link.inflight.insert(comp.wr_id, p);
+                link.conn = None;
+                return self.reconnect(prefetch, TransportError::Lost("READ flushed".into()));
+            }
+            Err(failure) => return Err(EngineError::Read { addr: p.src, len: p.len, failure }),
+        };
+        let data: &[u8] = (*payload).as_ref();
+        if data.len() != p.len as usize {
+            return Err(EngineError::BadCompletion(format!(
+                "READ of {} bytes returned {}",
+                p.len,
+                data.len()
+            )));
+        }
+        self.c.bytes_received += data.len() as u64;
+        if prefetch {
+            for s in &mut self.state[p.page..p.page + p.pages] {
+                *s &= !PREFETCH;
+            }
+            self.fill(p.page, p.pages, data, true)
+        } else {
+            self.state[p.page] &= !DEMAND;
+            self.fill(p.page, 1, data, false)
+        }
+    }
+
+    /// Copies `data` (pages `page..page+pages`) into every page still missing, in slices,
+    /// serving faults between slices when `prefetch`.
+    fn fill(&mut self, page: usize, pages: usize, data: &[u8], prefetch: bool) -> Result<(), EngineError> {
+        let max_slice = (self.cfg.copy_slice / PAGE).max(1);
+        let mut i = 0;
+        while i < pages {
+            let p = page + i;
+            if self.state[p] & (PRESENT | DISCARDED) != 0 {
+                if !prefetch {
+                    self.finish_fault(p, false);
+                    if let Some((a, _)) = self.layout.dst_of(p) {
+                        self.uffd.wake(a, PAGE as u64).map_err(uerr("wake"))?;
+                    }
+                }
+                i += 1;
+                continue;
+            }
+            let Some((dst, contiguous)) = self.layout.dst_of(p) else {
+                i += 1;
+                continue;
+            };
+            let mut n = 1;
+            while n < max_slice
+                && n < contiguous
+                && i + n < pages
+                && self.state[p + n] & (PRESENT | DISCARDED) == 0
+            {
+                n += 1;
+            }
+            let bytes = &data[i * PAGE..(i + n) * PAGE];
+            let done = match self.uffd.copy(dst, bytes, true).map_err(uerr("copy"))? {
+                CopyOutcome::Done => n,
+                CopyOutcome::Exists { copied } => {
+                    let k = copied as usize / PAGE;
+                    // The page after the copied part exists already: count it as present.
+                    self.mark_present(p + k, prefetch, false);
+                    k
+                }
+                CopyOutcome::Again { copied } => {
+                    self.drain_uffd()?;
+                    copied as usize / PAGE
+                }
+                CopyOutcome::Gone => return Err(EngineError::DestinationGone(self.remaining)),
+            };
+            for k in 0..done {
+                self.mark_present(p + k, prefetch, true);
+            }
+            i += done;
+            if matches!(done, 0) {
+                i += 1;
+            }
+            if prefetch && i < pages {
+                // Keep demand faults moving while a large chunk is copied.
+                self.drain_uffd()?;
+                self.pump(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_present(&mut self, p: usize, prefetch: bool, counted: bool) {
+        if self.state[p] & (PRESENT | DISCARDED) != 0 {
+            return;
+        }
+        self.state[p] |= PRESENT;
+        self.remaining -= 1;
+        if counted {
+            if prefetch {
+                self.c.pages_prefetched += 1;
+            } else {
+                self.c.pages_on_demand += 1;
+            }
+        }
+        self.finish_fault(p, false);
+    }
+
+    fn finish_fault(&mut self, p: usize, _wake: bool) {
+        if let Some(t) = self.fault_start.remove(&p) {
+            self.c.fault_ns.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+
+    fn fill_prefetch(&mut self) -> Result<(), EngineError> {
+        if self.cfg.no_prefetch || self.prefetch.conn.is_none() {
+            return Ok(());
+        }
+        let chunk_pages = (self.cfg.chunk / PAGE).max(1);
+        while self.prefetch.inflight.len() < self.cfg.depth {
+            let start = match self.hint.take().and_then(|h| self.first_free_near(h, chunk_pages)) {
+                Some(s) => s,
+                None => {
+                    while self.cursor < self.state.len() && self.state[self.cursor] != 0 {
+                        self.cursor += 1;
+                    }
+                    if self.cursor >= self.state.len() {
+                        return Ok(());
+                    }
+                    self.cursor
+                }
+            };
+            let Some((_, _, run_left)) = self.layout.src_of(start) else { return Ok(()) };
+            let limit = chunk_pages.min(run_left);
+            let mut n = 0;
+            while n < limit && start + n < self.state.len() && self.state[start + n] == 0 {
+                self.state[start + n] |= PREFETCH;
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            self.post(true, start, n)?;
+            // Keep reading ahead from where this chunk ends.
+            if start != self.cursor {
+                self.hint = Some(start + n);
+            }
+        }
+        Ok(())
+    }
+
+    fn first_free_near(&self, h: usize, window: usize) -> Option<usize> {
+        (h..(h + window).min(self.state.len())).find(|&p| self.state[p] == 0)
+    }
+
+    /// Destination runs (address, pages) of every page neither present nor discarded.
+    fn missing_runs(&self) -> Vec<(u64, usize)> {
+        let mut out = Vec::new();
+        for d in self.layout.dst_runs() {
+            let mut i = 0;
+            while i < d.pages {
+                if self.state[d.first + i] & (PRESENT | DISCARDED) != 0 {
+                    i += 1;
+                    continue;
+                }
+                let s = i;
+                while i < d.pages && self.state[d.first + i] & (PRESENT | DISCARDED) == 0 {
+                    i += 1;
+                }
+                out.push((d.dst + (s * PAGE) as u64, i - s));
+            }
+        }
+        out
+    }
+
+    /// Poisons every page not yet present: a thread blocked on one is woken and gets
+    /// SIGBUS, and so does any later access, even after this uffd is closed. Returns the
+    /// number of pages poisoned, or the error if poisoning itself failed.
+    pub fn fail_closed(&mut self) -> Result<usize, io::Error> {
+        let runs = self.missing_runs();
+        let mut n = 0;
+        for (a, pages) in runs {
+            self.uffd.poison(a, (pages * PAGE) as u64)?;
+            n += pages;
+        }
+        Ok(n)
+    }
+}
