@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Kernel lab: boots a Debian 6.1 kernel under QEMU (TCG), brings up soft-RoCE (rdma_rxe) in the
+# guest and runs C checks against the real kernel RDMA stack and real rdma-core.
+#
+#   tests/lab/run.sh tier1   stock Debian kernel + stock rdma-core 44 (bookworm); memory-window
+#                            semantics (guest/mwtest.c). Needs ~1-2 min and ~300 MB in $LAB_WORK.
+#   tests/lab/run.sh tier3   kernel built from the pinned linux-source-6.1 + mlx5-patch/ series,
+#                            rdma-core from libverbs-patch/; registration of another process's
+#                            memory (guest/pidfdtest.c) plus the tier-1 checks. The kernel build
+#                            (~15-20 min on 2 cores) is cached by the series' hash.
+#
+# Env: LAB_WORK (default /var/tmp/memgate-lab) holds downloads and builds, never the repo;
+#      GUEST_TIMEOUT seconds (default 420); KEEP_LOG=1 prints the whole guest console.
+# Output: one "@@CHK name PASS|FAIL detail" line per check, then "lab <tier>: N passed, N failed".
+# Exit status: 0 only when every check passed and the guest finished before the timeout.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=../../mlx5-patch/pin.env
+. "$REPO/mlx5-patch/pin.env"
+WORK=${LAB_WORK:-/var/tmp/memgate-lab}
+GUEST_TIMEOUT=${GUEST_TIMEOUT:-420}
+KREL_STOCK=$DEBIAN_ABI-amd64
+mkdir -p "$WORK/dl"
+
+log() { echo "[lab $(date -u +%T)] $*" >&2; }
+
+host_deps() {
+    local need=()
+    command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+    command -v cpio >/dev/null || need+=(cpio)
+    [ -x /bin/busybox ] || need+=(busybox-static)
+    command -v gcc >/dev/null || need+=(gcc libc6-dev)
+    command -v python3 >/dev/null || need+=(python3)
+    [ -e /usr/include/infiniband/verbs.h ] || need+=(libibverbs-dev)
+    [ -e /usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so ] || need+=(ibverbs-providers)
+    command -v rdma >/dev/null || need+=(iproute2)
+    [ ${#need[@]} -eq 0 ] && return 0
+    log "apt-get install ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
+
+# Stock kernel image, unpacked once, with a modules.dep made by busybox depmod.
+stock_kernel() {
+    local root=$WORK/stock-$KREL_STOCK
+    if [ ! -f "$root/lib/modules/$KREL_STOCK/modules.dep" ]; then
+        (cd "$WORK/dl" && ls linux-image-"${KREL_STOCK}"_"${DEBIAN_KVER}"_amd64.deb >/dev/null 2>&1 ||
+            apt-get download "linux-image-$KREL_STOCK=$DEBIAN_KVER" 2>&1 | grep -v unsandboxed >&2 || true)
+        rm -rf "$root"; mkdir -p "$root"
+        dpkg -x "$WORK/dl/linux-image-${KREL_STOCK}_${DEBIAN_KVER}_amd64.deb" "$root"
+        /bin/busybox depmod -b "$root" "$KREL_STOCK"
+    fi
+    echo "$root"
+}
+
+# Prints the .ko paths (relative to lib/modules/REL) needed for the named modules, deps first.
+mod_closure() { # modules_dir module...
+    python3 - "$@" <<'EOF'
+import os, sys
+mdir, want = sys.argv[1], sys.argv[2:]
+deps = {}
+for line in open(os.path.join(mdir, "modules.dep")):
+    key, _, rest = line.partition(":")
+    deps[key.strip()] = rest.split()
+by_name = {os.path.basename(k).split(".ko")[0].replace("-", "_"): k for k in deps}
+order = []
+def visit(k):
+    if k in order:
+        return
+    for d in deps.get(k, []):
+        visit(d)
+    order.append(k)
+for m in want:
+    if m in by_name:
+        visit(by_name[m])
+print("\n".join(order))
+EOF
+}
+
+# Copies a host file and every shared library it needs into the initramfs root.
+copy_bin() { # root file [dest]
+    local root=$1 f=$2 dest=${3:-$2} lib
+    mkdir -p "$root$(dirname "$dest")"; cp -L "$f" "$root$dest"
+    for lib in $(ldd "$f" 2>/dev/null | awk '/=> \//{print $3} /^\t\/lib64/{print $1}'); do
+        lib=${lib#/usr}
+        [ -e "$root/usr$lib" ] || cp -L "$lib" "$root/usr$lib"
+    done
+}
+
+# Builds the initramfs: busybox, iproute2 (ip, rdma), libibverbs + librxe, modules, tests.
+# Env for overrides: LIBOVERRIDE (dir with libibverbs.so.1 and librxe-rdmav34.so).
+mk_initramfs() { # kernel_root kernel_release out.cpio.gz test_bin...
+    local kroot=$1 krel=$2 out=$3; shift 3
+    local R; R=$(mktemp -d "$WORK/initramfs.XXXXXX")
+    mkdir -p "$R"/{bin,sbin,dev,proc,sys,tmp,etc/lab,tests,usr/lib/x86_64-linux-gnu,usr/lib64,usr/bin,usr/sbin}
+    ln -s usr/lib "$R/lib"; ln -s usr/lib64 "$R/lib64"
+    cp /bin/busybox "$R/bin/busybox"
+    local a
+    for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$R/bin/$a"; done
+    cp -L /lib64/ld-linux-x86-64.so.2 "$R/usr/lib64/"
+    copy_bin "$R" "$(command -v rdma)" /usr/sbin/rdma
+    copy_bin "$R" "$(command -v ip)" /usr/sbin/ip
+    local pdir=/usr/lib/x86_64-linux-gnu/libibverbs
+    copy_bin "$R" "$pdir/librxe-rdmav34.so"
+    mkdir -p "$R/etc/libibverbs.d"; echo "driver rxe" > "$R/etc/libibverbs.d/rxe.driver"
+    local t
+    for t in "$@"; do copy_bin "$R" "$t" "/tests/$(basename "$t")"; done
+    if [ -n "${LIBOVERRIDE:-}" ]; then
+        cp -L "$LIBOVERRIDE/libibverbs.so.1" "$R/usr/lib/x86_64-linux-gnu/libibverbs.so.1"
+        cp -L "$LIBOVERRIDE/librxe-rdmav34.so" "$R$pdir/librxe-rdmav34.so"
+    fi
+    local mdir=$kroot/lib/modules/$krel m
+    # rxe computes its ICRC with the crypto API's "crc32": without a provider, "rdma link add" fails ENOENT
+    mod_closure "$mdir" rdma_rxe ib_uverbs veth crc32_generic crc32_pclmul > "$R/etc/lab/modules"
+    while read -r m; do
+        mkdir -p "$R/lib/modules/$(dirname "$m")"; cp "$mdir/$m" "$R/lib/modules/$m"
+    done < "$R/etc/lab/modules"
+    install -m 755 "$HERE/guest/init" "$R/init"
+    (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1 > "$out")
+    rm -rf "$R"
+    log "initramfs $(du -h "$out" | cut -f1)"
+}
+
+# Boots kernel+initramfs under TCG, prints the check lines, returns non-zero on any failure.
+boot() { # tier vmlinuz initramfs
+    local tier=$1 kernel=$2 initrd=$3 logf=$WORK/$1-guest.log t0 rc=0
+    log "booting $kernel (TCG, timeout ${GUEST_TIMEOUT}s), console -> $logf"
+    t0=$SECONDS
+    timeout "$GUEST_TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1024 -smp 2 \
+        -nodefaults -nographic -no-reboot -serial stdio -bios /usr/share/qemu/qboot.rom \
+        -kernel "$kernel" -initrd "$initrd" \
+        -append "console=ttyS0 panic=-1 quiet loglevel=3" </dev/null >"$logf" 2>&1 || rc=$?
+    local wall=$((SECONDS - t0))
+    tr -d '\r' < "$logf" > "$logf.txt"
+    [ -n "${KEEP_LOG:-}" ] && cat "$logf.txt"
+    grep -E '^@@(CHK|INFO)' "$logf.txt" || true
+    local pass fail
+    pass=$(grep -cE '^@@CHK [^ ]+ PASS' "$logf.txt" || true)
+    fail=$(grep -cE '^@@CHK [^ ]+ FAIL' "$logf.txt" || true)
+    if ! grep -q '^@@DONE' "$logf.txt"; then
+        echo "@@CHK guest_finished FAIL qemu rc=$rc after ${wall}s (timeout or crash; see $logf.txt)"
+        tail -n 20 "$logf.txt" >&2
+        fail=$((fail + 1))
+    fi
+    log "$tier guest wall time: ${wall}s"
+    echo "lab $tier: $pass passed, $fail failed"
+    [ "$fail" -eq 0 ]
+}
+
+build_guest_prog() { # out source...
+    local out=$1; shift
+    gcc -O2 -Wall -Wextra -Werror -o "$out" "$@" "$HERE/guest/rdmautil.c" -libverbs
+}
+
+tier1() {
+    local t0=$SECONDS
+    host_deps
+    local kroot; kroot=$(stock_kernel)
+    build_guest_prog "$WORK/mwtest" "$HERE/guest/mwtest.c"
+    mk_initramfs "$kroot" "$KREL_STOCK" "$WORK/tier1.cpio.gz" "$WORK/mwtest"
+    log "tier1 prepared in $((SECONDS - t0))s"
+    local rc=0
+    boot tier1 "$kroot/boot/vmlinuz-$KREL_STOCK" "$WORK/tier1.cpio.gz" || rc=$?
+    log "tier1 total: $((SECONDS - t0))s"
+    return $rc
+}
+
+tier3() {
+    local t0=$SECONDS
+    host_deps
+    # Patched kernel (cached by the series hash) and patched rdma-core.
+    local kout; kout=$("$REPO/mlx5-patch/check.sh" kernel)
+    local krel; krel=$(cat "$kout/release")
+    local rcbuild; rcbuild=$("$REPO/libverbs-patch/check.sh" build)
+    # The test links against the patched headers and library.
+    local inc=$rcbuild/include
+    gcc -O2 -Wall -Wextra -Werror -I"$inc" -o "$WORK/pidfdtest" "$HERE/guest/pidfdtest.c" \
+        "$HERE/guest/rdmautil.c" -L"$rcbuild/lib" -libverbs -Wl,-rpath-link,"$rcbuild/lib"
+    build_guest_prog "$WORK/mwtest" "$HERE/guest/mwtest.c"
+    LIBOVERRIDE=$rcbuild/lib mk_initramfs "$kout" "$krel" "$WORK/tier3.cpio.gz" \
+        "$WORK/mwtest" "$WORK/pidfdtest"
+    log "tier3 prepared in $((SECONDS - t0))s"
+    local rc=0
+    boot tier3 "$kout/boot/vmlinuz-$krel" "$WORK/tier3.cpio.gz" || rc=$?
+    log "tier3 total: $((SECONDS - t0))s"
+    return $rc
+}
+
+case ${1:-} in
+    tier1) tier1 ;;
+    tier3) tier3 ;;
+    *) echo "usage: $0 tier1|tier3" >&2; exit 2 ;;
+esac
