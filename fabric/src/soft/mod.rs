@@ -10,4 +10,5 @@ mod table;
 pub mod wire;
 
 pub use initiator::SoftConnection;
+pub use auth::public_key_from_seed;
 pub use responder::SoftResponder;

@@ -1,1 +1,356 @@
-//! placeholder
+//! One responder connection: the authentication handshake, then the request loop that
+//! checks each READ against the key table, preads target memory straight into the
+//! outgoing batch and writes each batch with one write.
+
+use super::auth;
+use super::responder::Shared;
+use super::stream::Stream;
+use super::wire::{self, code, Frame, ReadReq, WireError};
+use crate::{Access, FabricEvent, WcStatus, MAX_READ_LEN, MAX_SGE};
+use std::io::{self, Read, Write};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The whole handshake must arrive within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer that does not take replies for this long is cut off (slow reader).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests the responder allows outstanding per connection (announced in WELCOME).
+pub(crate) const MAX_OUTSTANDING: u32 = 256;
+/// Replies are flushed once a batch reaches this size.
+const TX_BATCH: usize = 256 << 10;
+/// Receive buffer size.
+const RX_BUF: usize = 64 << 10;
+/// Bytes read and discarded after an error while waiting for the peer to close.
+const DRAIN_LIMIT: usize = 1 << 20;
+
+/// Send an ERROR and close (used before any thread is spawned, e.g. too many connections).
+pub(crate) fn refuse(mut s: Stream, why: &str) {
+    let mut b = Vec::new();
+    wire::put_error(&mut b, code::UNAVAILABLE, why);
+    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = s.write_all(&b);
+    s.shutdown();
+}
+
+#[derive(Debug)]
+enum HandshakeError {
+    Io,
+    Refused(u32, String),
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(_: io::Error) -> Self {
+        HandshakeError::Io
+    }
+}
+
+impl From<WireError> for HandshakeError {
+    fn from(e: WireError) -> Self {
+        let c = match e {
+            WireError::BadVersion(_) => code::VERSION,
+            _ => code::MALFORMED,
+        };
+        HandshakeError::Refused(c, e.to_string())
+    }
+}
+
+/// Read exactly one frame (blocking) into `buf`.
+fn read_frame<'a>(s: &mut Stream, buf: &'a mut [u8; 8 + wire::MAX_REQUEST_BODY]) -> Result<Frame<'a>, HandshakeError> {
+    s.read_exact(&mut buf[..wire::HDR])?;
+    let mut h = [0u8; wire::HDR];
+    h.copy_from_slice(&buf[..wire::HDR]);
+    let hd = wire::parse_header(&h, wire::MAX_REQUEST_BODY)?;
+    let total = wire::HDR + hd.len as usize;
+    s.read_exact(&mut buf[wire::HDR..total])?;
+    match wire::decode(&buf[..total], wire::MAX_REQUEST_BODY)? {
+        Some((f, _)) => Ok(f),
+        None => Err(HandshakeError::Refused(code::MALFORMED, "truncated frame".into())),
+    }
+}
+
+fn handshake(s: &mut Stream, shared: &Shared) -> Result<([u8; 16], [u8; 32]), HandshakeError> {
+    let mut buf = [0u8; 8 + wire::MAX_REQUEST_BODY];
+    let (grant, peer, cnonce) = match read_frame(s, &mut buf)? {
+        Frame::Hello { version, grant, peer, nonce } => {
+            if version != wire::VERSION {
+                return Err(WireError::BadVersion(version).into());
+            }
+            (grant, peer, nonce)
+        }
+        _ => {
+            return Err(HandshakeError::Refused(
+                code::UNAUTHENTICATED,
+                "expected HELLO: nothing is served before authentication".into(),
+            ))
+        }
+    };
+    let snonce = auth::nonce().map_err(|e| HandshakeError::Refused(code::UNAVAILABLE, e.to_string()))?;
+    let mut out = Vec::with_capacity(64);
+    wire::put_challenge(&mut out, &snonce);
+    s.write_all(&out)?;
+    let sig = match read_frame(s, &mut buf)? {
+        Frame::Auth { signature } => signature,
+        _ => {
+            return Err(HandshakeError::Refused(
+                code::UNAUTHENTICATED,
+                "expected AUTH".into(),
+            ))
+        }
+    };
+    let t = auth::transcript(&grant, &peer, &cnonce, &snonce);
+    if !auth::verify(&peer, &t, &sig) {
+        return Err(HandshakeError::Refused(code::AUTH, "bad signature".into()));
+    }
+    if !shared.table.grant_has_peer(&grant, &peer) {
+        return Err(HandshakeError::Refused(
+            code::AUTH,
+            "no live key of this grant is bound to this peer key".into(),
+        ));
+    }
+    out.clear();
+    wire::put_welcome(&mut out, MAX_OUTSTANDING);
+    s.write_all(&out)?;
+    Ok((grant, peer))
+}
+
+/// Serve one accepted connection until it closes.
+pub(crate) fn serve(mut s: Stream, shared: &Shared) {
+    let _ = s.tune();
+    let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = s.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let (grant, peer) = match handshake(&mut s, shared) {
+        Ok(gp) => gp,
+        Err(HandshakeError::Refused(c, msg)) => {
+            let mut b = Vec::new();
+            wire::put_error(&mut b, c, &msg);
+            let _ = s.write_all(&b);
+            close_gracefully(&mut s);
+            return;
+        }
+        Err(HandshakeError::Io) => return,
+    };
+    if s.set_read_timeout(None).is_err() || shared.stop.load(Ordering::Acquire) {
+        return;
+    }
+    (shared.events)(FabricEvent::Connected { grant, peer });
+    let mut sess = Session {
+        shared,
+        grant,
+        peer,
+        tx: Vec::new(),
+        used: 0,
+        since_flush: 0,
+    };
+    sess.run(&mut s);
+    (shared.events)(FabricEvent::Disconnected { grant, peer });
+}
+
+/// Half-close, then read and discard until the peer closes (bounded), so replies already
+/// written are not destroyed by a reset.
+fn close_gracefully(s: &mut Stream) {
+    let _ = s.flush();
+    let _ = match s {
+        Stream::Tcp(t) => t.shutdown(std::net::Shutdown::Write),
+        Stream::Unix(u) => u.shutdown(std::net::Shutdown::Write),
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut junk = [0u8; 4096];
+    let mut n = 0;
+    while n < DRAIN_LIMIT {
+        match s.read(&mut junk) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+}
+
+enum Next {
+    Continue,
+    /// Error state: flush what is queued, then close.
+    Close,
+}
+
+struct Session<'a> {
+    shared: &'a Shared,
+    grant: [u8; 16],
+    peer: [u8; 32],
+    /// Outgoing batch; `tx.len()` is a high-water mark, `used` the bytes queued.
+    tx: Vec<u8>,
+    used: usize,
+    /// Requests taken since the last flush: all unanswered when the peer sent them.
+    since_flush: u32,
+}
+
+impl Session<'_> {
+    fn run(&mut self, s: &mut Stream) {
+        let mut rx = vec![0u8; RX_BUF];
+        let (mut start, mut end) = (0usize, 0usize);
+        loop {
+            loop {
+                match wire::decode(&rx[start..end], wire::MAX_REQUEST_BODY) {
+                    Ok(Some((frame, n))) => {
+                        start += n;
+                        let next = match self.handle(frame, s) {
+                            Ok(n) => n,
+                            Err(_) => return,
+                        };
+                        if let Next::Close = next {
+                            let _ = self.flush(s);
+                            close_gracefully(s);
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.error(code::MALFORMED, &e.to_string());
+                        let _ = self.flush(s);
+                        close_gracefully(s);
+                        return;
+                    }
+                }
+            }
+            if self.flush(s).is_err() {
+                return;
+            }
+            if start == end {
+                (start, end) = (0, 0);
+            } else if start > 0 {
+                rx.copy_within(start..end, 0);
+                (start, end) = (0, end - start);
+            }
+            match s.read(&mut rx[end..]) {
+                Ok(0) => return,
+                Ok(n) => end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn flush(&mut self, s: &mut Stream) -> io::Result<()> {
+        self.since_flush = 0;
+        if self.used > 0 {
+            let r = s.write_all(&self.tx[..self.used]);
+            self.used = 0;
+            r?;
+        }
+        Ok(())
+    }
+
+    fn error(&mut self, c: u32, msg: &str) {
+        let mut b = Vec::with_capacity(wire::HDR + 4 + msg.len());
+        wire::put_error(&mut b, c, msg);
+        self.append(&b);
+    }
+
+    fn append(&mut self, b: &[u8]) {
+        let at = self.reserve(b.len());
+        self.tx[at..at + b.len()].copy_from_slice(b);
+    }
+
+    /// Make room for `n` more bytes; returns where they go.
+    fn reserve(&mut self, n: usize) -> usize {
+        let at = self.used;
+        if self.tx.len() < at + n {
+            self.tx.resize(at + n, 0);
+        }
+        self.used += n;
+        at
+    }
+
+    fn handle(&mut self, f: Frame<'_>, s: &mut Stream) -> io::Result<Next> {
+        match f {
+            Frame::Read(r) => self.read(s, r.wr_id, std::slice::from_ref(&r).iter().copied(), r.len as u64),
+            Frame::ReadSg { wr_id, segs } => {
+                let total: u64 = wire::segments(wr_id, segs).map(|r| r.len as u64).sum();
+                debug_assert!(segs.len() / 16 <= MAX_SGE);
+                self.read(s, wr_id, wire::segments(wr_id, segs), total)
+            }
+            Frame::Commit { grant } => {
+                self.flush(s)?;
+                if grant != self.grant {
+                    let mut b = Vec::with_capacity(32);
+                    wire::put_commit_ack(&mut b, &grant, 1);
+                    self.append(&b);
+                    return Ok(Next::Continue);
+                }
+                (self.shared.events)(FabricEvent::Commit {
+                    grant,
+                    peer: self.peer,
+                });
+                let mut b = Vec::with_capacity(32);
+                wire::put_commit_ack(&mut b, &grant, 0);
+                self.append(&b);
+                Ok(Next::Continue)
+            }
+            _ => {
+                self.error(code::MALFORMED, "unexpected frame after authentication");
+                Ok(Next::Close)
+            }
+        }
+    }
+
+    /// Serve one (possibly scatter-gather) READ of `total` bytes.
+    fn read(
+        &mut self,
+        s: &mut Stream,
+        wr_id: u64,
+        segs: impl Iterator<Item = ReadReq>,
+        total: u64,
+    ) -> io::Result<Next> {
+        self.since_flush += 1;
+        if self.since_flush > MAX_OUTSTANDING {
+            self.error(code::MALFORMED, "more requests outstanding than WELCOME allowed");
+            return Ok(Next::Close);
+        }
+        if total == 0 || total > MAX_READ_LEN as u64 {
+            self.error(code::MALFORMED, "READ length is zero or above the maximum");
+            return Ok(Next::Close);
+        }
+        let total = total as usize;
+        if self.used > 0 && self.used + wire::READ_RESP_HEAD + total > TX_BATCH {
+            self.flush(s)?;
+        }
+        let head_at = self.reserve(wire::READ_RESP_HEAD + total);
+        let mut at = head_at + wire::READ_RESP_HEAD;
+        let mut failure = None;
+        for r in segs {
+            match self
+                .shared
+                .table
+                .check(r.rkey, r.addr, r.len, Access::REMOTE_READ, &self.grant, &self.peer)
+            {
+                Err(refusal) => {
+                    failure = Some((WcStatus::RemoteAccessError, r.rkey, refusal.reason().to_string()));
+                    break;
+                }
+                Ok(key) => {
+                    let dst = &mut self.tx[at..at + r.len as usize];
+                    if let Err(e) = key.source.read_exact_at(r.addr, dst) {
+                        failure = Some((WcStatus::RemoteOperationError, r.rkey, e.to_string()));
+                        break;
+                    }
+                    at += r.len as usize;
+                }
+            }
+        }
+        match failure {
+            None => {
+                wire::write_read_resp_head(&mut self.tx[head_at..], wr_id, WcStatus::Success, total as u32);
+                Ok(Next::Continue)
+            }
+            Some((status, rkey, reason)) => {
+                // Drop the partial data: an error completion carries none.
+                self.used = head_at + wire::READ_RESP_HEAD;
+                wire::write_read_resp_head(&mut self.tx[head_at..], wr_id, status, 0);
+                (self.shared.events)(FabricEvent::AccessError {
+                    grant: self.grant,
+                    rkey,
+                    reason,
+                });
+                Ok(Next::Close)
+            }
+        }
+    }
+}

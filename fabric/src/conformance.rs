@@ -1,1 +1,0 @@
-//! The conformance suite, written against the provider-neutral API.

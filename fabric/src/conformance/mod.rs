@@ -1,0 +1,100 @@
+//! The conformance suite: one set of checks written against the provider-neutral API
+//! ([`Responder`] + [`Connection`]), run by `tests/conformance_soft.rs` for the soft
+//! provider and runnable against any other provider through a [`Provider`] factory.
+//!
+//! Every case builds its own responder, so cases are independent.
+
+mod cases;
+mod target;
+
+use crate::{EventSink, FabricError, FabricEvent, MemorySource, Responder};
+use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use target::TargetProcess;
+
+/// Builds responders of one provider.
+pub trait Provider: Sync {
+    /// A short name for reports.
+    fn name(&self) -> String;
+    /// A fresh responder delivering events to `events`.
+    fn responder(&self, events: EventSink) -> Result<Box<dyn Responder>, FabricError>;
+    /// Wrap target memory for registration. The default passes it through; a provider that
+    /// registers memory by other means (pidfd) may refuse sources it cannot handle.
+    fn source(&self, src: Arc<dyn MemorySource>) -> Arc<dyn MemorySource> {
+        src
+    }
+}
+
+/// Soft provider over TCP on 127.0.0.1, port chosen by the kernel.
+pub struct SoftTcp;
+
+impl Provider for SoftTcp {
+    fn name(&self) -> String {
+        "soft/tcp".into()
+    }
+    fn responder(&self, events: EventSink) -> Result<Box<dyn Responder>, FabricError> {
+        let ep = crate::Endpoint::parse("tcp:127.0.0.1:0")?;
+        Ok(Box::new(crate::SoftResponder::bind(&ep, events)?))
+    }
+}
+
+/// Soft provider over Unix sockets created in `dir`.
+pub struct SoftUnix {
+    /// Directory for the socket files.
+    pub dir: PathBuf,
+}
+
+impl Provider for SoftUnix {
+    fn name(&self) -> String {
+        "soft/unix".into()
+    }
+    fn responder(&self, events: EventSink) -> Result<Box<dyn Responder>, FabricError> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = self.dir.join(format!("fabric-{}-{n}.sock", std::process::id()));
+        let ep = crate::Endpoint::Unix(p);
+        Ok(Box::new(crate::SoftResponder::bind(&ep, events)?))
+    }
+}
+
+/// One named check.
+pub struct Case {
+    /// What it checks.
+    pub name: &'static str,
+    /// Runs it; `Err` explains the failure.
+    pub run: fn(&dyn Provider) -> Result<(), String>,
+}
+
+/// Every case of the suite.
+pub fn cases() -> &'static [Case] {
+    cases::ALL
+}
+
+/// Run every case (or those whose name contains `filter`); returns each outcome.
+pub fn run_all(p: &dyn Provider, filter: Option<&str>) -> Vec<(&'static str, Result<(), String>)> {
+    cases()
+        .iter()
+        .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
+        .map(|c| (c.name, (c.run)(p)))
+        .collect()
+}
+
+/// Wait for the first event matching `pred`, up to `timeout`.
+pub(crate) fn expect_event(
+    rx: &Receiver<FabricEvent>,
+    timeout: Duration,
+    pred: impl Fn(&FabricEvent) -> bool,
+) -> Option<FabricEvent> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(ev) if pred(&ev) => return Some(ev),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}

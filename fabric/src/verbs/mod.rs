@@ -1,0 +1,1 @@
+//! The verbs provider (feature `verbs`).
