@@ -1,0 +1,147 @@
+//! `memgate __demo-dest` (hidden): the destination workload of `memgate demo` and
+//! `memgate bench`. It plays the restorer: maps empty regions, creates and registers a
+//! userfaultfd, hands it to the fault server with the source → destination mapping, keeps
+//! its own copy of the uffd (so faults block rather than zero-fill if the fault server dies)
+//! and watches the hand-over socket. Then it touches every page in the chosen order and
+//! checks every byte against the pattern of the page's source address.
+
+use crate::faultserve::stats::percentile;
+use crate::handover;
+use crate::mem::Mapping;
+use crate::uffd::{feature, Uffd};
+use crate::workload::{mismatches, order, Pattern, TargetInfo};
+use anyhow::Context;
+use clap::Args;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `memgate __demo-dest` options.
+#[derive(Debug, Args)]
+pub struct DemoDestArgs {
+    /// The target's self-description (JSON, as `__demo-target` prints it).
+    #[arg(long)]
+    pub info: String,
+    /// The fault server's hand-over socket.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Touch order.
+    #[arg(long, value_enum, default_value = "seq")]
+    pub pattern: Pattern,
+    /// Create the uffd with UFFD_USER_MODE_ONLY (what an unprivileged restorer can do).
+    #[arg(long)]
+    pub user_mode_only: bool,
+}
+
+/// What the destination reports (one JSON line on stdout).
+#[derive(Debug, serde::Serialize, serde::Deserialize, Default, Clone)]
+pub struct DestReport {
+    /// Pages mapped.
+    pub pages_total: u64,
+    /// Pages checked.
+    pub pages_verified: u64,
+    /// Pages with at least one wrong byte.
+    pub mismatches: u64,
+    /// Pages that read back as all zeros.
+    pub zero_pages: u64,
+    /// Touch latency p50 over all touches, µs.
+    pub touch_p50_us: f64,
+    /// Touch latency p99, µs.
+    pub touch_p99_us: f64,
+    /// Seconds from hand-over to the last page verified.
+    pub touch_s: f64,
+    /// Whether the fault server reported completion.
+    pub complete: bool,
+}
+
+/// Runs the destination workload.
+pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
+    let info: TargetInfo = serde_json::from_str(&a.info).context("--info")?;
+    let uffd = Uffd::create(
+        a.user_mode_only,
+        feature::EVENT_REMOVE | feature::EVENT_UNMAP | feature::EVENT_REMAP | feature::THREAD_ID,
+    )
+    .context("creating the userfaultfd")?;
+    let mut maps = Vec::new();
+    let mut map = Vec::new();
+    for r in &info.regions {
+        let m = Mapping::anon(r.len as usize)?;
+        uffd.register_missing(m.addr(), r.len).context("UFFDIO_REGISTER")?;
+        map.push((r.addr, m.addr(), r.len));
+        maps.push(m);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sock = loop {
+        match UnixStream::connect(&a.socket) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e).context("connecting to the fault server"),
+        }
+    };
+    handover::send(&sock, std::process::id() as i32, &uffd, uffd.features(), &map)?;
+    let started = Instant::now();
+    // Watchdog: a status byte ends the wait; EOF or failure aborts the whole process at
+    // once, while any thread blocked on a missing page stays blocked (we hold the uffd).
+    let complete = Arc::new(AtomicBool::new(false));
+    let done = complete.clone();
+    let wsock = sock.try_clone()?;
+    let watchdog = std::thread::spawn(move || match handover::recv_status(&wsock) {
+        Ok(Some(handover::STATUS_COMPLETE)) => done.store(true, Ordering::SeqCst),
+        Ok(Some(_)) => {
+            eprintln!("memgate demo destination: the fault server reported a failed migration; aborting before any missing page is read");
+            std::process::exit(3)
+        }
+        _ => {
+            eprintln!("memgate demo destination: the fault server vanished mid-migration; aborting (faulting threads stay blocked, no page was zero-filled)");
+            std::process::exit(3)
+        }
+    });
+    if a.pattern == Pattern::Idle {
+        let _ = watchdog.join();
+    }
+    let mut rep = DestReport::default();
+    let mut lat = Vec::new();
+    for (m, r) in maps.iter().zip(&info.regions) {
+        let pages = (r.len as usize) / crate::PAGE;
+        rep.pages_total += pages as u64;
+        for p in order(pages, a.pattern, info.seed ^ r.addr) {
+            let off = p * crate::PAGE;
+            let t = Instant::now();
+            // SAFETY: `off` is inside mapping `m`, which lives until the end of this
+            // function; a missing page is filled by the fault server before the read returns.
+            let first = unsafe { std::ptr::read_volatile(m.as_ptr().add(off)) };
+            lat.push(t.elapsed().as_nanos() as u64);
+            std::hint::black_box(first);
+            // SAFETY: as above; the page is present now.
+            let page = unsafe { std::slice::from_raw_parts(m.as_ptr().add(off), crate::PAGE) };
+            rep.pages_verified += 1;
+            if mismatches(page, r.addr + off as u64, info.seed) > 0 {
+                rep.mismatches += 1;
+                if page.iter().all(|&b| b == 0) {
+                    rep.zero_pages += 1;
+                }
+                eprintln!("memgate demo destination: MISMATCH at source {:#x}", r.addr + off as u64);
+            }
+        }
+    }
+    rep.touch_s = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    rep.touch_p50_us = percentile(&lat, 50.0) as f64 / 1000.0;
+    rep.touch_p99_us = percentile(&lat, 99.0) as f64 / 1000.0;
+    if a.pattern != Pattern::Idle {
+        let _ = watchdog.join();
+    }
+    rep.complete = complete.load(Ordering::SeqCst);
+    println!("{}", serde_json::to_string(&rep)?);
+    drop(uffd);
+    drop(maps);
+    if rep.mismatches > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! `memgate fault-serve`: pull a grant's pages into a destination through userfaultfd.
+//! The destination is either a uffd handed over by a restorer on a Unix socket
+//! (`--uffd-socket`) or a mirror mapping owned by this process (`--mirror`).
+
+use crate::faultserve::{Config, Engine, EngineError, Layout, Region, Report};
+use crate::grant::{parse_peer_secret, GrantDoc};
+use crate::handover;
+use crate::mem::Mapping;
+use crate::transport::fabric::FabricConnector;
+use crate::transport::rawtcp::RawConnector;
+use crate::transport::Connector;
+use crate::uffd::{feature, Uffd};
+use anyhow::{bail, Context};
+use clap::Args;
+use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+/// `memgate fault-serve` options.
+#[derive(Debug, Args)]
+pub struct FaultServeArgs {
+    /// Grant JSON as `memgate export` prints it (`-` for stdin).
+    #[arg(long)]
+    pub grant: Option<String>,
+    /// Peer secret key file (PASERK k4.secret, from `memgate key gen --kind peer`).
+    #[arg(long)]
+    pub peer_key: Option<PathBuf>,
+    /// Receive the destination's userfaultfd on this Unix socket (pid + fd via SCM_RIGHTS).
+    #[arg(long, conflicts_with = "mirror")]
+    pub uffd_socket: Option<PathBuf>,
+    /// Pull into a mapping owned by this process (verification, benchmarks).
+    #[arg(long)]
+    pub mirror: bool,
+    /// Source → destination address mapping, `SRC:DST:LEN` in hex (identity by default).
+    #[arg(long = "map", value_name = "SRC:DST:LEN")]
+    pub map: Vec<String>,
+    /// With --mirror: afterwards compare the mirror byte for byte with /proc/PID/mem.
+    #[arg(long, requires = "mirror")]
+    pub verify_pid: Option<i32>,
+    /// Prefetch READ size in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub chunk: usize,
+    /// Prefetch READs in flight.
+    #[arg(long, default_value_t = 4)]
+    pub depth: usize,
+    /// Serve demand faults only.
+    #[arg(long)]
+    pub no_prefetch: bool,
+    /// Print the final report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Baseline only: pull from a plain-TCP page server instead of the fabric.
+    #[arg(long, hide = true)]
+    pub raw: Option<SocketAddr>,
+    /// Baseline only: regions `ADDR:LEN` (hex) served by --raw.
+    #[arg(long, hide = true)]
+    pub raw_region: Vec<String>,
+}
+
+fn hex(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim().trim_start_matches("0x");
+    u64::from_str_radix(t, 16).with_context(|| format!("{s:?} is not a hex number"))
+}
+
+/// Parses `SRC:DST:LEN` entries.
+pub fn parse_map(v: &[String]) -> anyhow::Result<Vec<(u64, u64, u64)>> {
+    v.iter()
+        .map(|m| {
+            let p: Vec<&str> = m.split(':').collect();
+            if p.len() != 3 {
+                bail!("--map {m:?}: expected SRC:DST:LEN");
+            }
+            Ok((hex(p[0])?, hex(p[1])?, hex(p[2])?))
+        })
+        .collect()
+}
+
+/// Where pages come from.
+pub struct Source {
+    /// Source regions `(addr, len, rkey)`.
+    pub regions: Vec<(u64, u64, u32)>,
+    /// Connection factory.
+    pub connector: Box<dyn Connector>,
+    /// Lease end, if any.
+    pub expires: Option<std::time::SystemTime>,
+}
+
+fn source(a: &FaultServeArgs) -> anyhow::Result<Source> {
+    if let Some(raw) = a.raw {
+        let regions = a
+            .raw_region
+            .iter()
+            .map(|r| {
+                let (x, y) = r.split_once(':').context("--raw-region ADDR:LEN")?;
+                Ok((hex(x)?, hex(y)?, 0))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return Ok(Source { regions, connector: Box::new(RawConnector(raw)), expires: None });
+    }
+    let g = a.grant.as_deref().context("--grant is required")?;
+    let text = if g == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(g).with_context(|| format!("reading grant {g}"))?
+    };
+    let grant = GrantDoc::parse(&text)?;
+    let kp = a.peer_key.as_ref().context("--peer-key is required")?;
+    let key = std::fs::read_to_string(kp).with_context(|| format!("reading {}", kp.display()))?;
+    let seed = parse_peer_secret(&key)?;
+    let connector = FabricConnector::new(&grant.endpoint, grant.id_bytes()?, seed)?;
+    Ok(Source {
+        regions: grant.regions.iter().map(|r| (r.addr, r.len, r.rkey)).collect(),
+        connector: Box::new(connector),
+        expires: Some(grant.expires()),
+    })
+}
+
+/// Translates source regions through a mapping (identity where none applies).
+pub fn layout_for(src: &[(u64, u64, u32)], map: &[(u64, u64, u64)]) -> anyhow::Result<Layout> {
+    let mut regions = Vec::new();
+    for &(addr, len, rkey) in src {
+        let dst = match map.iter().find(|(s, _, l)| addr >= *s && addr + len <= s + l) {
+            Some((s, d, _)) => d + (addr - s),
+            None if map.is_empty() => addr,
+            None => bail!("source region {addr:#x}+{len:#x} is not covered by the mapping"),
+        };
+        regions.push(Region { src: addr, dst, len, rkey });
+    }
+    Ok(Layout::new(&regions)?)
+}
+
+fn config(a: &FaultServeArgs, expires: Option<std::time::SystemTime>) -> Config {
+    Config {
+        chunk: a.chunk.clamp(crate::PAGE, 4 << 20),
+        depth: a.depth.max(1),
+        no_prefetch: a.no_prefetch,
+        expires,
+        ..Config::default()
+    }
+}
+
+/// Runs the engine with a progress bar (when stderr is a terminal); on failure explains
+/// what the destination will see.
+pub fn drive(
+    uffd: &Uffd,
+    layout: Layout,
+    connector: &dyn Connector,
+    cfg: Config,
+    watch: Option<OwnedFd>,
+) -> anyhow::Result<Report> {
+    let total = layout.total() as u64;
+    let mut engine = Engine::new(uffd, layout, connector, cfg, watch)
+        .with_context(|| format!("connecting to {}", connector.endpoint()))?;
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total * crate::PAGE as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} {bar:30} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        engine.set_progress(Box::new(move |done, _| {
+            bar.set_position(done * crate::PAGE as u64);
+            if done == total {
+                bar.finish_and_clear();
+            }
+        }));
+    }
+    match engine.run() {
+        Ok(o) => Ok(o.report),
+        Err(e @ EngineError::DestinationGone(_)) => Err(e.into()),
+        Err(e) => {
+            let how = match &engine.poisoned {
+                Some(Ok(n)) => format!("{n} missing pages poisoned: any access raises SIGBUS, never a zero page"),
+                Some(Err(pe)) => format!("poisoning failed ({pe}); the destination must be stopped"),
+                None => String::new(),
+            };
+            Err(anyhow::anyhow!("migration failed: {e}; {how}; grant not committed"))
+        }
+    }
+}
+
+/// Prints a report (table or JSON), with extra JSON fields.
+pub fn print_report(r: &Report, json: bool, extra: serde_json::Value) {
+    if json {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        println!("{v}");
+    } else {
+        print!("{}", r.table());
+        if let serde_json::Value::Object(e) = extra {
+            for (k, v) in e {
+                println!("  {:<28} {v}", k.replace('_', " "));
+            }
+        }
+    }
+}
+
+/// Runs `memgate fault-serve`.
+pub fn run(a: FaultServeArgs) -> anyhow::Result<()> {
+    let src = source(&a)?;
+    let cfg = config(&a, src.expires);
+    if a.mirror {
+        return run_mirror(&a, &src, cfg);
+    }
+    let path = a.uffd_socket.as_ref().context("give --uffd-socket PATH or --mirror")?;
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let (sock, _) = listener.accept().context("accepting the restorer")?;
+    let h = handover::recv(&sock)?;
+    let map = if h.map.is_empty() { parse_map(&a.map)? } else { h.map.clone() };
+    let layout = layout_for(&src.regions, &map)?;
+    let watch = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(h.pid).context("bad pid in hand-over")?,
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
+    let uffd = Uffd::from_fd(h.uffd, h.features);
+    let res = drive(&uffd, layout, src.connector.as_ref(), cfg, watch);
+    let status = if res.is_ok() { handover::STATUS_COMPLETE } else { handover::STATUS_FAILED };
+    let _ = handover::send_status(&sock, status);
+    let r = res?;
+    print_report(&r, a.json, serde_json::json!({}));
+    Ok(())
+}
+
+fn run_mirror(a: &FaultServeArgs, src: &Source, cfg: Config) -> anyhow::Result<()> {
+    let uffd = Uffd::create(true, feature::EVENT_REMOVE | feature::EVENT_UNMAP)
+        .context("userfaultfd(UFFD_USER_MODE_ONLY)")?;
+    let mut maps = Vec::new();
+    let mut map = Vec::new();
+    for &(addr, len, _) in &src.regions {
+        let m = Mapping::anon(len as usize)?;
+        uffd.register_missing(m.addr(), len).context("UFFDIO_REGISTER")?;
+        map.push((addr, m.addr(), len));
+        maps.push(m);
+    }
+    let layout = layout_for(&src.regions, &map)?;
+    let r = drive(&uffd, layout, src.connector.as_ref(), cfg, None)?;
+    let mut extra = serde_json::json!({});
+    if let Some(pid) = a.verify_pid {
+        let mem = std::fs::File::open(format!("/proc/{pid}/mem"))
+            .with_context(|| format!("opening /proc/{pid}/mem"))?;
+        let (mut verified, mut bad) = (0u64, 0u64);
+        let mut buf = vec![0u8; 1 << 20];
+        for (m, &(addr, len, _)) in maps.iter().zip(&src.regions) {
+            let mut off = 0u64;
+            while off < len {
+                let n = (len - off).min(buf.len() as u64) as usize;
+                mem.read_exact_at(&mut buf[..n], addr + off)
+                    .with_context(|| format!("reading source {:#x}", addr + off))?;
+                // SAFETY: `[m.addr()+off, +n)` lies inside mapping `m`, alive here, and
+                // every page is present (the engine finished), so reading cannot fault.
+                let mine = unsafe { std::slice::from_raw_parts(m.as_ptr().add(off as usize), n) };
+                for (x, y) in mine.chunks(crate::PAGE).zip(buf[..n].chunks(crate::PAGE)) {
+                    verified += 1;
+                    if x != y {
+                        bad += 1;
+                    }
+                }
+                off += n as u64;
+            }
+        }
+        extra = serde_json::json!({ "pages_verified": verified, "mismatches": bad });
+        print_report(&r, a.json, extra);
+        if bad > 0 {
+            bail!("{bad} pages differ from the source");
+        }
+        return Ok(());
+    }
+    print_report(&r, a.json, extra);
+    Ok(())
+}
