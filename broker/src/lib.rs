@@ -1,3 +1,4 @@
 //! memgated library: admission, grants, revocation, audit, hardening.
 
+pub mod admission;
 pub mod harden;
