@@ -75,7 +75,11 @@ impl Connection {
 
     /// Enqueue a scatter-gather READ: segments `(remote_addr, len, rkey)` land back to
     /// back in one completion's data.
-    pub fn post_read_sg(&mut self, wr_id: u64, segs: &[(u64, u32, u32)]) -> Result<(), FabricError> {
+    pub fn post_read_sg(
+        &mut self,
+        wr_id: u64,
+        segs: &[(u64, u32, u32)],
+    ) -> Result<(), FabricError> {
         each!(self, c => c.post_read_sg(wr_id, segs))
     }
 

@@ -56,10 +56,22 @@ mod tests {
 
     #[test]
     fn parses_and_prints() {
-        for s in ["tcp:127.0.0.1:0", "tcp:[::1]:7000", "unix:/tmp/x.sock", "rdma:10.0.0.1:1"] {
+        for s in [
+            "tcp:127.0.0.1:0",
+            "tcp:[::1]:7000",
+            "unix:/tmp/x.sock",
+            "rdma:10.0.0.1:1",
+        ] {
             assert_eq!(Endpoint::parse(s).unwrap().to_string(), s);
         }
-        for s in ["", "tcp", "tcp:1.2.3.4", "udp:1.2.3.4:5", "unix:", "tcp:host:1"] {
+        for s in [
+            "",
+            "tcp",
+            "tcp:1.2.3.4",
+            "udp:1.2.3.4:5",
+            "unix:",
+            "tcp:host:1",
+        ] {
             assert!(Endpoint::parse(s).is_err(), "{s}");
         }
     }

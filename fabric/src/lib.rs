@@ -11,8 +11,8 @@
 //! format in `docs/fabric-soft.md`) and `verbs` (cargo feature, real RDMA devices).
 //! [`conformance`] is one test suite written against the abstraction.
 
-pub mod conformance;
 mod buf;
+pub mod conformance;
 mod connection;
 mod endpoint;
 mod error;

@@ -74,7 +74,14 @@ fn pread_at(file: &File, buf: &mut [u8], addr: u64) -> io::Result<usize> {
 
 fn pwrite_at(file: &File, buf: &[u8], addr: u64) -> io::Result<usize> {
     // SAFETY: buf is a valid readable slice of buf.len() bytes; the fd is owned and open.
-    let n = unsafe { libc::pwrite64(file.as_raw_fd(), buf.as_ptr().cast(), buf.len(), addr as i64) };
+    let n = unsafe {
+        libc::pwrite64(
+            file.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            addr as i64,
+        )
+    };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -90,7 +97,13 @@ impl MemorySource for ProcMemSource {
             let at = addr.wrapping_add(done as u64);
             match pread_at(&self.file, &mut buf[done..], at) {
                 Ok(0) if done == 0 => return Err(SourceError::Gone { addr, len }),
-                Ok(0) => return Err(SourceError::Short { addr, got: done, len }),
+                Ok(0) => {
+                    return Err(SourceError::Short {
+                        addr,
+                        got: done,
+                        len,
+                    })
+                }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => return Err(SourceError::Io { addr, len, source }),
@@ -108,7 +121,13 @@ impl MemorySource for ProcMemSource {
         while done < len {
             match pwrite_at(&self.file, &buf[done..], addr.wrapping_add(done as u64)) {
                 Ok(0) if done == 0 => return Err(SourceError::Gone { addr, len }),
-                Ok(0) => return Err(SourceError::Short { addr, got: done, len }),
+                Ok(0) => {
+                    return Err(SourceError::Short {
+                        addr,
+                        got: done,
+                        len,
+                    })
+                }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => return Err(SourceError::Io { addr, len, source }),
@@ -139,7 +158,12 @@ impl VecSource {
         }
     }
 
-    fn span(&self, addr: u64, len: usize, have: usize) -> Result<std::ops::Range<usize>, SourceError> {
+    fn span(
+        &self,
+        addr: u64,
+        len: usize,
+        have: usize,
+    ) -> Result<std::ops::Range<usize>, SourceError> {
         let off = addr
             .checked_sub(self.base)
             .and_then(|o| usize::try_from(o).ok())

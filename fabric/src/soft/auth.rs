@@ -70,7 +70,9 @@ pub fn public_key_from_seed(seed: &[u8; 32]) -> Result<[u8; 32], FabricError> {
 
 /// Whether `sig` is `peer`'s signature over `msg`.
 pub(crate) fn verify(peer: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
-    UnparsedPublicKey::new(&ED25519, peer).verify(msg, sig).is_ok()
+    UnparsedPublicKey::new(&ED25519, peer)
+        .verify(msg, sig)
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -85,8 +87,16 @@ mod tests {
         let mut sig = [0u8; 64];
         sig.copy_from_slice(kp.sign(&t).as_ref());
         assert!(verify(&pk, &t, &sig));
-        assert!(!verify(&pk, &transcript(&[9; 16], &pk, &[2; 32], &[3; 32]), &sig));
-        assert!(!verify(&pk, &transcript(&[1; 16], &pk, &[2; 32], &[4; 32]), &sig));
+        assert!(!verify(
+            &pk,
+            &transcript(&[9; 16], &pk, &[2; 32], &[3; 32]),
+            &sig
+        ));
+        assert!(!verify(
+            &pk,
+            &transcript(&[1; 16], &pk, &[2; 32], &[4; 32]),
+            &sig
+        ));
         let other = public(&keypair(&[8; 32]).unwrap());
         assert!(!verify(&other, &t, &sig));
     }

@@ -6,7 +6,9 @@ use super::auth;
 use super::stream::Stream;
 use super::wire::{self, Frame, ReadReq, ReadRespHead};
 use crate::buf::{Buf, Pool};
-use crate::{Completion, Endpoint, FabricError, WcStatus, DEFAULT_MAX_OUTSTANDING, MAX_READ_LEN, MAX_SGE};
+use crate::{
+    Completion, Endpoint, FabricError, WcStatus, DEFAULT_MAX_OUTSTANDING, MAX_READ_LEN, MAX_SGE,
+};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -50,6 +52,8 @@ pub struct SoftConnection {
     pool: Arc<Pool>,
     max_outstanding: usize,
     error: bool,
+    /// The grant of the COMMIT awaiting its acknowledgement.
+    commit_pending: Option<[u8; 16]>,
     commit_ack: Option<u32>,
 }
 
@@ -114,7 +118,12 @@ impl SoftConnection {
             .map_err(|e| FabricError::io("authenticate with", endpoint, e))?;
         let f = read_frame_blocking(&mut s, endpoint)?;
         let allowed = match wire::decode(&f, 4 + wire::MAX_ERROR_MSG).map_err(protocol)? {
-            Some((Frame::Welcome { max_outstanding, .. }, _)) => max_outstanding as usize,
+            Some((
+                Frame::Welcome {
+                    max_outstanding, ..
+                },
+                _,
+            )) => max_outstanding as usize,
             Some((Frame::Error { code, message }, _)) => return Err(refused(code, message)),
             _ => return Err(protocol("expected WELCOME")),
         };
@@ -137,6 +146,7 @@ impl SoftConnection {
             pool: Pool::new(),
             max_outstanding,
             error: false,
+            commit_pending: None,
             commit_ack: None,
         })
     }
@@ -185,7 +195,11 @@ impl SoftConnection {
     }
 
     /// See [`crate::Connection::post_read_sg`].
-    pub fn post_read_sg(&mut self, wr_id: u64, segs: &[(u64, u32, u32)]) -> Result<(), FabricError> {
+    pub fn post_read_sg(
+        &mut self,
+        wr_id: u64,
+        segs: &[(u64, u32, u32)],
+    ) -> Result<(), FabricError> {
         if segs.is_empty() || segs.len() > MAX_SGE {
             return Err(FabricError::BadSgList(segs.len()));
         }
@@ -276,15 +290,22 @@ impl SoftConnection {
                     self.complete(head, Buf::empty());
                 } else {
                     let buf = self.pool.take(head.len as usize);
-                    self.incoming = Some(Incoming { head, buf, filled: 0 });
+                    self.incoming = Some(Incoming {
+                        head,
+                        buf,
+                        filled: 0,
+                    });
                 }
                 continue;
             }
-            let Some((f, n)) = wire::decode(avail, wire::MAX_REPLY_BODY).map_err(|e| e.to_string())? else {
+            let Some((f, n)) =
+                wire::decode(avail, wire::MAX_REPLY_BODY).map_err(|e| e.to_string())?
+            else {
                 return Ok(());
             };
             match f {
-                Frame::CommitAck { grant, status } if grant == self.grant => {
+                Frame::CommitAck { grant, status } if Some(grant) == self.commit_pending => {
+                    self.commit_pending = None;
                     self.commit_ack = Some(status);
                 }
                 Frame::Error { code, message } => {
@@ -323,7 +344,9 @@ impl SoftConnection {
                     .as_ref()
                     .is_some_and(|i| i.head.len as usize - i.filled >= DIRECT_MIN);
             let r = if direct {
-                let Some(inc) = self.incoming.as_mut() else { break };
+                let Some(inc) = self.incoming.as_mut() else {
+                    break;
+                };
                 let r = self.s.read(&mut inc.buf.as_mut_slice()[inc.filled..]);
                 if let Ok(n) = r {
                     inc.filled += n;
@@ -350,7 +373,10 @@ impl SoftConnection {
                 }
                 Ok(_) => {
                     if direct {
-                        let done = self.incoming.as_ref().is_some_and(|i| i.filled == i.head.len as usize);
+                        let done = self
+                            .incoming
+                            .as_ref()
+                            .is_some_and(|i| i.filled == i.head.len as usize);
                         if done {
                             if let Some(inc) = self.incoming.take() {
                                 self.complete(inc.head, inc.buf);
@@ -438,6 +464,7 @@ impl SoftConnection {
             return Err(FabricError::ErrorState);
         }
         self.commit_ack = None;
+        self.commit_pending = Some(grant);
         wire::put_commit(&mut self.tx, &grant);
         let deadline = Instant::now() + COMMIT_TIMEOUT;
         loop {
@@ -452,6 +479,11 @@ impl SoftConnection {
                 return Err(FabricError::Timeout("the COMMIT acknowledgement"));
             }
         }
+    }
+
+    /// The grant this connection authenticated for.
+    pub fn grant(&self) -> [u8; 16] {
+        self.grant
     }
 
     /// See [`crate::Connection::outstanding`].

@@ -9,6 +9,7 @@ mod stream;
 mod table;
 pub mod wire;
 
-pub use initiator::SoftConnection;
 pub use auth::public_key_from_seed;
+pub(crate) use auth::{keypair as auth_keypair, transcript as auth_transcript};
+pub use initiator::SoftConnection;
 pub use responder::SoftResponder;

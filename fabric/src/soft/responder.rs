@@ -194,7 +194,9 @@ impl Responder for SoftResponder {
                 if to.ip().is_unspecified() {
                     to = match to {
                         SocketAddr::V4(_) => SocketAddr::from(([127, 0, 0, 1], a.port())),
-                        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port())),
+                        SocketAddr::V6(_) => {
+                            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+                        }
                     };
                 }
                 let _ = TcpStream::connect(to);

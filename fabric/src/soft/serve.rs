@@ -56,7 +56,10 @@ impl From<WireError> for HandshakeError {
 }
 
 /// Read exactly one frame (blocking) into `buf`.
-fn read_frame<'a>(s: &mut Stream, buf: &'a mut [u8; 8 + wire::MAX_REQUEST_BODY]) -> Result<Frame<'a>, HandshakeError> {
+fn read_frame<'a>(
+    s: &mut Stream,
+    buf: &'a mut [u8; 8 + wire::MAX_REQUEST_BODY],
+) -> Result<Frame<'a>, HandshakeError> {
     s.read_exact(&mut buf[..wire::HDR])?;
     let mut h = [0u8; wire::HDR];
     h.copy_from_slice(&buf[..wire::HDR]);
@@ -65,14 +68,22 @@ fn read_frame<'a>(s: &mut Stream, buf: &'a mut [u8; 8 + wire::MAX_REQUEST_BODY])
     s.read_exact(&mut buf[wire::HDR..total])?;
     match wire::decode(&buf[..total], wire::MAX_REQUEST_BODY)? {
         Some((f, _)) => Ok(f),
-        None => Err(HandshakeError::Refused(code::MALFORMED, "truncated frame".into())),
+        None => Err(HandshakeError::Refused(
+            code::MALFORMED,
+            "truncated frame".into(),
+        )),
     }
 }
 
 fn handshake(s: &mut Stream, shared: &Shared) -> Result<([u8; 16], [u8; 32]), HandshakeError> {
     let mut buf = [0u8; 8 + wire::MAX_REQUEST_BODY];
     let (grant, peer, cnonce) = match read_frame(s, &mut buf)? {
-        Frame::Hello { version, grant, peer, nonce } => {
+        Frame::Hello {
+            version,
+            grant,
+            peer,
+            nonce,
+        } => {
             if version != wire::VERSION {
                 return Err(WireError::BadVersion(version).into());
             }
@@ -85,7 +96,8 @@ fn handshake(s: &mut Stream, shared: &Shared) -> Result<([u8; 16], [u8; 32]), Ha
             ))
         }
     };
-    let snonce = auth::nonce().map_err(|e| HandshakeError::Refused(code::UNAVAILABLE, e.to_string()))?;
+    let snonce =
+        auth::nonce().map_err(|e| HandshakeError::Refused(code::UNAVAILABLE, e.to_string()))?;
     let mut out = Vec::with_capacity(64);
     wire::put_challenge(&mut out, &snonce);
     s.write_all(&out)?;
@@ -261,7 +273,12 @@ impl Session<'_> {
 
     fn handle(&mut self, f: Frame<'_>, s: &mut Stream) -> io::Result<Next> {
         match f {
-            Frame::Read(r) => self.read(s, r.wr_id, std::slice::from_ref(&r).iter().copied(), r.len as u64),
+            Frame::Read(r) => self.read(
+                s,
+                r.wr_id,
+                std::slice::from_ref(&r).iter().copied(),
+                r.len as u64,
+            ),
             Frame::ReadSg { wr_id, segs } => {
                 let total: u64 = wire::segments(wr_id, segs).map(|r| r.len as u64).sum();
                 debug_assert!(segs.len() / 16 <= MAX_SGE);
@@ -301,7 +318,10 @@ impl Session<'_> {
     ) -> io::Result<Next> {
         self.since_flush += 1;
         if self.since_flush > MAX_OUTSTANDING {
-            self.error(code::MALFORMED, "more requests outstanding than WELCOME allowed");
+            self.error(
+                code::MALFORMED,
+                "more requests outstanding than WELCOME allowed",
+            );
             return Ok(Next::Close);
         }
         if total == 0 || total > MAX_READ_LEN as u64 {
@@ -316,13 +336,20 @@ impl Session<'_> {
         let mut at = head_at + wire::READ_RESP_HEAD;
         let mut failure = None;
         for r in segs {
-            match self
-                .shared
-                .table
-                .check(r.rkey, r.addr, r.len, Access::REMOTE_READ, &self.grant, &self.peer)
-            {
+            match self.shared.table.check(
+                r.rkey,
+                r.addr,
+                r.len,
+                Access::REMOTE_READ,
+                &self.grant,
+                &self.peer,
+            ) {
                 Err(refusal) => {
-                    failure = Some((WcStatus::RemoteAccessError, r.rkey, refusal.reason().to_string()));
+                    failure = Some((
+                        WcStatus::RemoteAccessError,
+                        r.rkey,
+                        refusal.reason().to_string(),
+                    ));
                     break;
                 }
                 Ok(key) => {
@@ -337,7 +364,12 @@ impl Session<'_> {
         }
         match failure {
             None => {
-                wire::write_read_resp_head(&mut self.tx[head_at..], wr_id, WcStatus::Success, total as u32);
+                wire::write_read_resp_head(
+                    &mut self.tx[head_at..],
+                    wr_id,
+                    WcStatus::Success,
+                    total as u32,
+                );
                 Ok(Next::Continue)
             }
             Some((status, rkey, reason)) => {

@@ -111,7 +111,10 @@ impl Table {
         mut fresh_rkey: impl FnMut() -> Result<u32, FabricError>,
     ) -> Result<u32, FabricError> {
         let mut g = self.write();
-        let r = g.regions.get(&region.id).ok_or(FabricError::UnknownRegion)?;
+        let r = g
+            .regions
+            .get(&region.id)
+            .ok_or(FabricError::UnknownRegion)?;
         let end = spec.addr.checked_add(spec.len);
         if spec.len == 0 || end.is_none() {
             return Err(FabricError::BadRange {
@@ -203,7 +206,12 @@ impl Table {
         grant: &[u8; 16],
         peer: &[u8; 32],
     ) -> Result<Arc<KeyEntry>, Refusal> {
-        let k = self.read().keys.get(&rkey).cloned().ok_or(Refusal::UnknownKey)?;
+        let k = self
+            .read()
+            .keys
+            .get(&rkey)
+            .cloned()
+            .ok_or(Refusal::UnknownKey)?;
         if &k.grant != grant {
             return Err(Refusal::WrongGrant);
         }

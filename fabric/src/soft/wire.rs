@@ -420,7 +420,15 @@ mod tests {
     fn round_trips() {
         let mut b = Vec::new();
         put_hello(&mut b, &[1; 16], &[2; 32], &[3; 32]);
-        put_read(&mut b, &ReadReq { wr_id: 9, addr: 1 << 63, len: 4096, rkey: 77 });
+        put_read(
+            &mut b,
+            &ReadReq {
+                wr_id: 9,
+                addr: 1 << 63,
+                len: 4096,
+                rkey: 77,
+            },
+        );
         put_read_sg(&mut b, 5, &[(1, 2, 3), (4, 5, 6)]);
         put_commit(&mut b, &[4; 16]);
         put_error(&mut b, code::AUTH, "no");
@@ -434,11 +442,26 @@ mod tests {
         assert_eq!(frames.len(), 5);
         assert_eq!(
             frames[1],
-            Frame::Read(ReadReq { wr_id: 9, addr: 1 << 63, len: 4096, rkey: 77 })
+            Frame::Read(ReadReq {
+                wr_id: 9,
+                addr: 1 << 63,
+                len: 4096,
+                rkey: 77
+            })
         );
-        let Frame::ReadSg { wr_id, segs } = frames[2] else { panic!() };
+        let Frame::ReadSg { wr_id, segs } = frames[2] else {
+            panic!()
+        };
         let s: Vec<_> = segments(wr_id, segs).collect();
-        assert_eq!(s[1], ReadReq { wr_id: 5, addr: 4, len: 5, rkey: 6 });
+        assert_eq!(
+            s[1],
+            ReadReq {
+                wr_id: 5,
+                addr: 4,
+                len: 5,
+                rkey: 6
+            }
+        );
     }
 
     #[test]
@@ -446,7 +469,10 @@ mod tests {
         let mut h = [0u8; HDR];
         h[0] = OP_READ_RESP;
         h[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(decode(&h, MAX_REPLY_BODY), Err(WireError::TooLarge { .. })));
+        assert!(matches!(
+            decode(&h, MAX_REPLY_BODY),
+            Err(WireError::TooLarge { .. })
+        ));
         h[0] = 0x55;
         assert_eq!(decode(&h, MAX_REPLY_BODY), Err(WireError::BadOpcode(0x55)));
     }

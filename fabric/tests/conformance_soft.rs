@@ -1,0 +1,55 @@
+//! The conformance suite against the soft provider, over TCP and over Unix sockets:
+//! one test per case and transport, so a failure names its case.
+
+use memgate_fabric::conformance::{cases, run_all, Provider, SoftTcp, SoftUnix};
+
+fn run(p: &dyn Provider, name: &str) {
+    let res = run_all(p, Some(name));
+    let mine: Vec<_> = res.into_iter().filter(|(n, _)| *n == name).collect();
+    assert_eq!(mine.len(), 1, "no conformance case named {name}");
+    if let Err(e) = &mine[0].1 {
+        panic!("{} / {name}: {e}", p.name());
+    }
+}
+
+fn unix() -> (tempfile::TempDir, SoftUnix) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = SoftUnix {
+        dir: dir.path().to_path_buf(),
+    };
+    (dir, p)
+}
+
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        const NAMES: &[&str] = &[$(stringify!($case)),*];
+        mod tcp {
+            $(#[test] fn $case() { super::run(&super::SoftTcp, stringify!($case)); })*
+        }
+        mod unix {
+            $(#[test] fn $case() { let (_d, p) = super::unix(); super::run(&p, stringify!($case)); })*
+        }
+    };
+}
+
+suite!(
+    wrong_rkey,
+    out_of_range,
+    wrong_access,
+    expired,
+    revoked_mid_stream,
+    wrong_peer_key,
+    unauthenticated_connection,
+    error_state_then_flushed,
+    target_exit_during_reads,
+    large_reads,
+    many_concurrent_reads,
+    byte_exact_data,
+    commit_delivered_as_event,
+);
+
+#[test]
+fn every_case_has_a_test() {
+    let all: Vec<&str> = cases().iter().map(|c| c.name).collect();
+    assert_eq!(all, NAMES, "the case list and this file's tests differ");
+}
