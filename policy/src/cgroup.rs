@@ -171,13 +171,34 @@ mod tests {
 
     #[test]
     fn rejects() {
-        assert!(matches!(Pattern::parse("a/b"), Err(CgroupError::NotAbsolute(_))));
-        assert!(matches!(Pattern::parse("/a//b"), Err(CgroupError::EmptySegment(_))));
-        assert!(matches!(Pattern::parse("/a/"), Err(CgroupError::EmptySegment(_))));
-        assert!(matches!(Pattern::parse("/a/../b"), Err(CgroupError::DotSegment(_))));
-        assert!(matches!(Pattern::parse("/a/\nb"), Err(CgroupError::Control(_))));
-        assert!(matches!(Pattern::parse("/a/vm-*"), Err(CgroupError::Wildcard(_))));
-        assert!(matches!(validate_path("/a/*"), Err(CgroupError::Wildcard(_))));
+        assert!(matches!(
+            Pattern::parse("a/b"),
+            Err(CgroupError::NotAbsolute(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("/a//b"),
+            Err(CgroupError::EmptySegment(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("/a/"),
+            Err(CgroupError::EmptySegment(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("/a/../b"),
+            Err(CgroupError::DotSegment(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("/a/\nb"),
+            Err(CgroupError::Control(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("/a/vm-*"),
+            Err(CgroupError::Wildcard(_))
+        ));
+        assert!(matches!(
+            validate_path("/a/*"),
+            Err(CgroupError::Wildcard(_))
+        ));
         assert!(validate_path("/system.slice/foo.service").is_ok());
     }
 }

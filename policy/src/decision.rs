@@ -29,8 +29,11 @@ pub enum MappingKind {
 
 impl MappingKind {
     /// Exportable when a policy does not list `mappings`.
-    pub const DEFAULT_EXPORTABLE: [MappingKind; 3] =
-        [MappingKind::PrivateAnon, MappingKind::Heap, MappingKind::Stack];
+    pub const DEFAULT_EXPORTABLE: [MappingKind; 3] = [
+        MappingKind::PrivateAnon,
+        MappingKind::Heap,
+        MappingKind::Stack,
+    ];
 
     /// The policy spelling.
     pub fn as_str(self) -> &'static str {
@@ -333,6 +336,26 @@ impl Decision {
         }
     }
 
+    /// One human sentence for logs and error messages: `allowed by issuer ...` or
+    /// `denied: <reason>; <reason>`.
+    pub fn sentence(&self) -> String {
+        match self {
+            Decision::Allow(_) => self
+                .reasons()
+                .into_iter()
+                .map(|r| r.message)
+                .collect::<Vec<_>>()
+                .join("; "),
+            Decision::Deny(r) => format!(
+                "denied: {}",
+                r.iter()
+                    .map(|r| r.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
+    }
+
     /// The reason codes.
     pub fn codes(&self) -> Vec<ReasonCode> {
         self.reasons().into_iter().map(|r| r.code).collect()
@@ -366,19 +389,31 @@ pub fn evaluate(policy: &Policy, token: &VerifiedToken, facts: &Facts) -> Decisi
     if c.aud != policy.broker {
         deny.push(Reason::new(
             ReasonCode::AudienceMismatch,
-            format!("token audience {:?} is not this broker {:?}", c.aud, policy.broker),
+            format!(
+                "token audience {:?} is not this broker {:?}",
+                c.aud, policy.broker
+            ),
         ));
     }
     if facts.now - facts.skew >= c.exp {
-        deny.push(Reason::new(ReasonCode::TokenExpired, "the token has expired"));
+        deny.push(Reason::new(
+            ReasonCode::TokenExpired,
+            "the token has expired",
+        ));
     }
     if facts.now + facts.skew < c.nbf || facts.now + facts.skew < c.iat {
-        deny.push(Reason::new(ReasonCode::TokenNotYetValid, "the token is not valid yet"));
+        deny.push(Reason::new(
+            ReasonCode::TokenNotYetValid,
+            "the token is not valid yet",
+        ));
     }
     if crate::token::parse_uid(&c.sub) != Some(facts.uid) || token.uid != facts.uid {
         deny.push(Reason::new(
             ReasonCode::SubjectMismatch,
-            format!("token subject {:?} is not the requester uid {}", c.sub, facts.uid),
+            format!(
+                "token subject {:?} is not the requester uid {}",
+                c.sub, facts.uid
+            ),
         ));
     }
     if !issuer.allows_requester(facts.uid, facts.gid) {
@@ -434,11 +469,17 @@ pub fn evaluate(policy: &Policy, token: &VerifiedToken, facts: &Facts) -> Decisi
     }
     let max_lease = issuer.max_lease.min(c.lease);
     if facts.lease == 0 {
-        deny.push(Reason::new(ReasonCode::LeaseInvalid, "a lease of 0 seconds"));
+        deny.push(Reason::new(
+            ReasonCode::LeaseInvalid,
+            "a lease of 0 seconds",
+        ));
     } else if facts.lease > max_lease {
         deny.push(Reason::new(
             ReasonCode::LeaseExceedsLimit,
-            format!("lease of {}s requested, at most {max_lease}s allowed", facts.lease),
+            format!(
+                "lease of {}s requested, at most {max_lease}s allowed",
+                facts.lease
+            ),
         ));
     }
     if facts.usage.grants >= policy.limits.grants_per_uid {
@@ -455,7 +496,7 @@ pub fn evaluate(policy: &Policy, token: &VerifiedToken, facts: &Facts) -> Decisi
             .usage
             .bytes
             .checked_add(b)
-            .is_none_or(|t| t > policy.limits.bytes_per_uid)
+            .map_or(true, |t| t > policy.limits.bytes_per_uid)
         {
             deny.push(Reason::new(
                 ReasonCode::BytesPerUidExceeded,
@@ -466,11 +507,14 @@ pub fn evaluate(policy: &Policy, token: &VerifiedToken, facts: &Facts) -> Decisi
             ));
         }
     }
-    let expires = facts
-        .now
-        .checked_add(Duration::seconds(i64::try_from(facts.lease).unwrap_or(i64::MAX)));
+    let expires = facts.now.checked_add(Duration::seconds(
+        i64::try_from(facts.lease).unwrap_or(i64::MAX),
+    ));
     if expires.is_none() && deny.is_empty() {
-        deny.push(Reason::new(ReasonCode::LeaseInvalid, "lease end is out of range"));
+        deny.push(Reason::new(
+            ReasonCode::LeaseInvalid,
+            "lease end is out of range",
+        ));
     }
     match (bytes, expires) {
         (Some(bytes), Some(expires)) if deny.is_empty() => Decision::Allow(Effective {

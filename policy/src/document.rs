@@ -42,19 +42,16 @@ pub enum PolicyError {
 }
 
 /// Access a grant gives the remote side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Access {
-    /// Remote reads only.
+    /// Remote reads only (the default).
+    #[default]
     Read,
     /// Remote reads and writes.
     ReadWrite,
-}
-
-impl Default for Access {
-    fn default() -> Self {
-        Access::Read
-    }
 }
 
 impl Access {
@@ -206,7 +203,10 @@ fn invalid(key: String, detail: impl std::fmt::Display) -> PolicyError {
 
 fn check_name(key: String, s: &str) -> Result<(), PolicyError> {
     if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
-        return Err(invalid(key, "must be 1-256 characters without control characters"));
+        return Err(invalid(
+            key,
+            "must be 1-256 characters without control characters",
+        ));
     }
     Ok(())
 }
@@ -225,8 +225,8 @@ impl Policy {
         if text.len() > MAX_POLICY_BYTES {
             return Err(PolicyError::TooLarge);
         }
-        let raw: RawPolicy =
-            toml::from_str(text).map_err(|e| PolicyError::Toml(e.to_string().trim().to_string()))?;
+        let raw: RawPolicy = toml::from_str(text)
+            .map_err(|e| PolicyError::Toml(e.to_string().trim().to_string()))?;
         if raw.version != VERSION {
             return Err(PolicyError::Version(raw.version));
         }
@@ -236,7 +236,10 @@ impl Policy {
             let at = |k: &str| format!("issuer[{i}].{k}");
             check_name(at("name"), &ri.name)?;
             if issuers.iter().any(|x: &Issuer| x.name == ri.name) {
-                return Err(invalid(at("name"), format!("duplicate issuer {:?}", ri.name)));
+                return Err(invalid(
+                    at("name"),
+                    format!("duplicate issuer {:?}", ri.name),
+                ));
             }
             let key = PublicKey::from_paserk(&ri.key).map_err(|e| invalid(at("key"), e))?;
             let cgroups = ri
@@ -272,7 +275,9 @@ impl Policy {
                     .unwrap_or(defaults.requests_per_second_per_uid),
             },
         };
-        let mut mappings = raw.mappings.unwrap_or_else(|| MappingKind::DEFAULT_EXPORTABLE.to_vec());
+        let mut mappings = raw
+            .mappings
+            .unwrap_or_else(|| MappingKind::DEFAULT_EXPORTABLE.to_vec());
         mappings.sort();
         mappings.dedup();
         Ok(Self {
@@ -356,11 +361,17 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = Policy::parse(&doc("colour = 1", "")).unwrap_err().to_string();
+        let e = Policy::parse(&doc("colour = 1", ""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("colour"), "{e}");
-        let e = Policy::parse(&doc("", "brokr = 1")).unwrap_err().to_string();
+        let e = Policy::parse(&doc("", "brokr = 1"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("brokr"), "{e}");
-        let e = Policy::parse(&doc("", "[limits]\nbytes_per_uidd = 3")).unwrap_err().to_string();
+        let e = Policy::parse(&doc("", "[limits]\nbytes_per_uidd = 3"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bytes_per_uidd"), "{e}");
     }
 

@@ -18,6 +18,8 @@ pub mod signed;
 pub mod size;
 pub mod token;
 
-pub use decision::{evaluate, Decision, Effective, Facts, MappingKind, Reason, ReasonCode, Region, Usage};
+pub use decision::{
+    evaluate, Decision, Effective, Facts, MappingKind, Reason, ReasonCode, Region, Usage,
+};
 pub use document::{Access, Issuer, Limits, Policy, PolicyError};
 pub use token::{Claims, Target, TokenError, VerifiedToken};

@@ -65,7 +65,9 @@ pub enum MinisignError {
     #[error("signature does not verify: the signed data or the signature was altered")]
     BadSignature,
     /// The global signature over the trusted comment does not verify.
-    #[error("trusted comment signature does not verify: the trusted comment or signature was altered")]
+    #[error(
+        "trusted comment signature does not verify: the trusted comment or signature was altered"
+    )]
     BadGlobalSignature,
 }
 
@@ -119,7 +121,9 @@ fn split_two_lines<'a>(
     if comment.len() > MAX_COMMENT {
         return Err(malformed("untrusted comment too long"));
     }
-    let data = lines.next().ok_or_else(|| malformed("missing base64 line"))?;
+    let data = lines
+        .next()
+        .ok_or_else(|| malformed("missing base64 line"))?;
     Ok((comment, data.trim_end(), lines))
 }
 
@@ -388,7 +392,9 @@ impl Signature {
         id.copy_from_slice(&raw[2..10]);
         let mut signature = [0u8; 64];
         signature.copy_from_slice(&raw[10..74]);
-        let tc_line = rest.next().ok_or_else(|| malformed("missing trusted comment"))?;
+        let tc_line = rest
+            .next()
+            .ok_or_else(|| malformed("missing trusted comment"))?;
         let trusted = tc_line
             .strip_prefix(TRUSTED)
             .ok_or_else(|| malformed("third line must start with \"trusted comment: \""))?;
@@ -475,10 +481,19 @@ mod tests {
         for s in [SIG_ED, SIG_LEGACY] {
             let sig = Signature::parse(s).unwrap();
             verify(MSG, &sig, &[pk]).unwrap();
-            assert_eq!(verify(b"hello!\n", &sig, &[pk]), Err(MinisignError::BadSignature));
+            assert_eq!(
+                verify(b"hello!\n", &sig, &[pk]),
+                Err(MinisignError::BadSignature)
+            );
         }
-        assert_eq!(Signature::parse(SIG_ED).unwrap().algorithm, Algorithm::Prehashed);
-        assert_eq!(Signature::parse(SIG_LEGACY).unwrap().algorithm, Algorithm::Legacy);
+        assert_eq!(
+            Signature::parse(SIG_ED).unwrap().algorithm,
+            Algorithm::Prehashed
+        );
+        assert_eq!(
+            Signature::parse(SIG_LEGACY).unwrap().algorithm,
+            Algorithm::Legacy
+        );
     }
 
     #[test]
@@ -502,16 +517,25 @@ mod tests {
         let good = Signature::parse(SIG_ED).unwrap();
         let mut s = good.clone();
         s.trusted_comment.push('!');
-        assert_eq!(verify(MSG, &s, &[pk]), Err(MinisignError::BadGlobalSignature));
+        assert_eq!(
+            verify(MSG, &s, &[pk]),
+            Err(MinisignError::BadGlobalSignature)
+        );
         let mut s = good.clone();
         s.signature[3] ^= 1;
         assert_eq!(verify(MSG, &s, &[pk]), Err(MinisignError::BadSignature));
         let mut s = good.clone();
         s.global_signature[0] ^= 1;
-        assert_eq!(verify(MSG, &s, &[pk]), Err(MinisignError::BadGlobalSignature));
+        assert_eq!(
+            verify(MSG, &s, &[pk]),
+            Err(MinisignError::BadGlobalSignature)
+        );
         let mut s = good.clone();
         s.key_id.0[0] ^= 1;
-        assert!(matches!(verify(MSG, &s, &[pk]), Err(MinisignError::UnknownKeyId(_))));
+        assert!(matches!(
+            verify(MSG, &s, &[pk]),
+            Err(MinisignError::UnknownKeyId(_))
+        ));
         // Switching the algorithm byte changes what was signed.
         let mut s = good;
         s.algorithm = Algorithm::Legacy;
@@ -526,10 +550,16 @@ mod tests {
         let mut raw = b64::decode_std(line).unwrap();
         raw[157] ^= 1;
         let bad = format!("untrusted comment: x\n{}\n", b64::encode_std(&raw));
-        assert_eq!(SecretKey::from_file_text(&bad).unwrap_err(), MinisignError::Checksum);
+        assert_eq!(
+            SecretKey::from_file_text(&bad).unwrap_err(),
+            MinisignError::Checksum
+        );
         raw[157] ^= 1;
         raw[2..4].copy_from_slice(b"Sc");
         let enc = format!("untrusted comment: x\n{}\n", b64::encode_std(&raw));
-        assert_eq!(SecretKey::from_file_text(&enc).unwrap_err(), MinisignError::Encrypted);
+        assert_eq!(
+            SecretKey::from_file_text(&enc).unwrap_err(),
+            MinisignError::Encrypted
+        );
     }
 }

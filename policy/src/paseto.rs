@@ -87,13 +87,20 @@ pub fn decode(token: &str) -> Result<Parts, PasetoError> {
     let version = it.next().unwrap_or_default();
     let purpose = it.next().ok_or(PasetoError::Malformed("missing purpose"))?;
     if version != "v4" {
-        return Err(PasetoError::UnsupportedVersion(version.chars().take(16).collect()));
+        return Err(PasetoError::UnsupportedVersion(
+            version.chars().take(16).collect(),
+        ));
     }
     if purpose != "public" {
-        return Err(PasetoError::UnsupportedPurpose(purpose.chars().take(16).collect()));
+        return Err(PasetoError::UnsupportedPurpose(
+            purpose.chars().take(16).collect(),
+        ));
     }
     let payload = it.next().ok_or(PasetoError::Malformed("missing payload"))?;
     let footer = match it.next() {
+        // An empty footer is written by leaving the part out; a trailing '.' would give
+        // one token two encodings.
+        Some("") => return Err(PasetoError::Malformed("empty footer part")),
         Some(f) => b64::decode_url(f)?,
         None => Vec::new(),
     };
@@ -164,7 +171,10 @@ mod tests {
             decode("v4.local.AAAA"),
             Err(PasetoError::UnsupportedPurpose(p)) if p == "local"
         ));
-        assert!(matches!(decode("v3.public.AAAA"), Err(PasetoError::UnsupportedVersion(_))));
+        assert!(matches!(
+            decode("v3.public.AAAA"),
+            Err(PasetoError::UnsupportedVersion(_))
+        ));
         assert!(decode("").is_err());
         assert!(decode("v4.public.").is_err());
     }

@@ -105,12 +105,14 @@ mod tests {
     fn replay_full_and_expiry() {
         let t0 = OffsetDateTime::from_unix_timestamp(1_000_000).unwrap();
         let mut c = ReplayCache::new(2);
-        c.check_and_insert("a", t0 + Duration::seconds(10), t0).unwrap();
+        c.check_and_insert("a", t0 + Duration::seconds(10), t0)
+            .unwrap();
         assert_eq!(
             c.check_and_insert("a", t0 + Duration::seconds(10), t0),
             Err(ReplayError::Replayed)
         );
-        c.check_and_insert("b", t0 + Duration::seconds(20), t0).unwrap();
+        c.check_and_insert("b", t0 + Duration::seconds(20), t0)
+            .unwrap();
         assert_eq!(
             c.check_and_insert("c", t0 + Duration::seconds(20), t0),
             Err(ReplayError::Full(2))
@@ -119,7 +121,8 @@ mod tests {
         assert!(c.contains("a"));
         // Once "a" expires, there is room again and "a" is forgotten.
         let t1 = t0 + Duration::seconds(10);
-        c.check_and_insert("c", t1 + Duration::seconds(5), t1).unwrap();
+        c.check_and_insert("c", t1 + Duration::seconds(5), t1)
+            .unwrap();
         assert!(!c.contains("a"));
         assert_eq!(c.len(), 2);
         assert_eq!(c.check_and_insert("b", t1, t1), Err(ReplayError::Replayed));

@@ -18,7 +18,9 @@ pub enum LoadError {
     #[error("{0}")]
     Policy(#[from] PolicyError),
     /// The document is older than (or the same serial as) the policy in force.
-    #[error("policy serial {new} is not newer than the serial in force ({current}): refusing rollback")]
+    #[error(
+        "policy serial {new} is not newer than the serial in force ({current}): refusing rollback"
+    )]
     Rollback {
         /// Serial of the offered policy.
         new: u64,
@@ -82,7 +84,10 @@ mod tests {
     #[test]
     fn sign_load_tamper_rollback() {
         let sk = SecretKey::generate().unwrap();
-        let sig = sk.sign(DOC.as_bytes(), "memgate policy serial 5").unwrap().to_file_text();
+        let sig = sk
+            .sign(DOC.as_bytes(), "memgate policy serial 5")
+            .unwrap()
+            .to_file_text();
         let p = load(DOC.as_bytes(), &sig, &[sk.public()]).unwrap();
         assert_eq!(p.serial, 5);
         let tampered = DOC.replace('5', "6");
@@ -96,9 +101,15 @@ mod tests {
             Err(LoadError::Signature(MinisignError::UnknownKeyId(_)))
         ));
         assert!(check_serial(&p, 4, false).is_ok());
-        assert!(matches!(check_serial(&p, 5, false), Err(LoadError::Rollback { .. })));
+        assert!(matches!(
+            check_serial(&p, 5, false),
+            Err(LoadError::Rollback { .. })
+        ));
         assert!(check_serial(&p, 5, true).is_ok());
-        assert!(matches!(check_serial(&p, 9, true), Err(LoadError::Rollback { new: 5, current: 9 })));
+        assert!(matches!(
+            check_serial(&p, 9, true),
+            Err(LoadError::Rollback { new: 5, current: 9 })
+        ));
     }
 
     #[test]

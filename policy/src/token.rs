@@ -187,16 +187,20 @@ fn footer_kid(footer: &[u8]) -> Option<String> {
     if footer.is_empty() {
         return None;
     }
-    serde_json::from_slice::<Footer>(footer).ok().and_then(|f| f.kid)
+    serde_json::from_slice::<Footer>(footer)
+        .ok()
+        .and_then(|f| f.kid)
 }
 
 fn fmt_time(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// Parses a uid written as a canonical decimal string.
 pub fn parse_uid(s: &str) -> Option<u32> {
-    let canonical = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     if canonical {
         s.parse().ok()
     } else {
