@@ -27,7 +27,7 @@ pub use connection::{Buf, Completion, Connection};
 pub use endpoint::Endpoint;
 pub use error::{FabricError, SourceError};
 pub use responder::Responder;
-pub use soft::{public_key_from_seed, SoftConnection, SoftResponder};
+pub use soft::{public_key_from_seed, SoftConnection, SoftLimits, SoftResponder};
 pub use source::{MemorySource, ProcMemSource, VecSource};
 pub use types::{event_channel, Access, EventSink, FabricEvent, KeySpec, Region, WcStatus};
 

@@ -66,8 +66,23 @@ impl TargetProcess {
         File::open(format!("/proc/{}/mem", self.pid()))
     }
 
-    /// The executable text mapping of its binary (`r-xp`, file-backed).
+    /// The executable text mapping of its binary (`r-xp`, file-backed). Right after the
+    /// exec the image may still be being mapped, so this waits for it.
     pub fn text_mapping(&self) -> std::io::Result<Mapping> {
+        for _ in 0..400 {
+            if let Some(m) = self.find_text()? {
+                if m.path.file_name().is_some_and(|n| n == "sleep") {
+                    return Ok(m);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err(std::io::Error::other(
+            "no executable file mapping in the target",
+        ))
+    }
+
+    fn find_text(&self) -> std::io::Result<Option<Mapping>> {
         let maps = File::open(format!("/proc/{}/maps", self.pid()))?;
         for line in BufReader::new(maps).lines() {
             let line = line?;
@@ -88,16 +103,14 @@ impl TargetProcess {
             ) else {
                 continue;
             };
-            return Ok(Mapping {
+            return Ok(Some(Mapping {
                 addr: a,
                 len: b - a,
                 path: PathBuf::from(path),
                 offset: off,
-            });
+            }));
         }
-        Err(std::io::Error::other(
-            "no executable file mapping in the target",
-        ))
+        Ok(None)
     }
 
     /// Kill it and wait until it is reaped (its memory is gone).

@@ -12,4 +12,4 @@ pub mod wire;
 pub use auth::public_key_from_seed;
 pub(crate) use auth::{keypair as auth_keypair, transcript as auth_transcript};
 pub use initiator::SoftConnection;
-pub use responder::SoftResponder;
+pub use responder::{SoftLimits, SoftResponder, MAX_CONNECTIONS};

@@ -15,15 +15,43 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-/// Most simultaneous connections; more are refused with an ERROR frame.
+/// Most simultaneous connections by default; more are refused with an ERROR frame.
 pub const MAX_CONNECTIONS: usize = 256;
+
+/// Per-responder bounds on what one peer may make it do. The defaults suit the broker;
+/// tests shorten the timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoftLimits {
+    /// Most READs a peer may have outstanding (announced in WELCOME); a peer that sends
+    /// more before it could have seen the replies is cut off.
+    pub max_outstanding: u32,
+    /// The whole handshake (HELLO to AUTH) must arrive within this.
+    pub handshake_timeout: Duration,
+    /// A batch of replies must be taken by the peer within this (slow-reader bound).
+    pub write_timeout: Duration,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+}
+
+impl Default for SoftLimits {
+    fn default() -> Self {
+        SoftLimits {
+            max_outstanding: 256,
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 
 /// State shared by the responder handle, its accept thread and connection threads.
 pub(crate) struct Shared {
     pub(crate) table: Table,
     pub(crate) events: EventSink,
     pub(crate) stop: AtomicBool,
+    pub(crate) limits: SoftLimits,
     conns: Mutex<HashMap<u64, Stream>>,
     next_conn: AtomicU64,
 }
@@ -60,8 +88,17 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
 
 impl SoftResponder {
     /// Listen on `listen` (`tcp:IP:PORT`, port 0 picks one, or `unix:PATH`); events go to
-    /// `events`.
+    /// `events`. Default [`SoftLimits`].
     pub fn bind(listen: &Endpoint, events: EventSink) -> Result<SoftResponder, FabricError> {
+        SoftResponder::bind_with(listen, events, SoftLimits::default())
+    }
+
+    /// Like [`bind`](Self::bind) with explicit limits.
+    pub fn bind_with(
+        listen: &Endpoint,
+        events: EventSink,
+        limits: SoftLimits,
+    ) -> Result<SoftResponder, FabricError> {
         let (listener, endpoint) = match listen {
             Endpoint::Tcp(a) => {
                 let l = TcpListener::bind(a).map_err(|e| FabricError::io("bind", listen, e))?;
@@ -80,6 +117,7 @@ impl SoftResponder {
             table: Table::default(),
             events,
             stop: AtomicBool::new(false),
+            limits,
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
         });
@@ -118,7 +156,7 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>) {
         let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         {
             let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-            if conns.len() >= MAX_CONNECTIONS {
+            if conns.len() >= shared.limits.max_connections {
                 drop(conns);
                 serve::refuse(s, "too many connections");
                 continue;

@@ -9,14 +9,8 @@ use super::wire::{self, code, Frame, ReadReq, WireError};
 use crate::{Access, FabricEvent, WcStatus, MAX_READ_LEN, MAX_SGE};
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// The whole handshake must arrive within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A peer that does not take replies for this long is cut off (slow reader).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Requests the responder allows outstanding per connection (announced in WELCOME).
-pub(crate) const MAX_OUTSTANDING: u32 = 256;
 /// Replies are flushed once a batch reaches this size.
 const TX_BATCH: usize = 256 << 10;
 /// Receive buffer size.
@@ -55,17 +49,45 @@ impl From<WireError> for HandshakeError {
     }
 }
 
-/// Read exactly one frame (blocking) into `buf`.
+/// Fill `buf` before `deadline` (a peer dripping bytes cannot stretch the handshake).
+fn read_by(s: &mut Stream, buf: &mut [u8], deadline: Instant) -> Result<(), HandshakeError> {
+    let mut at = 0;
+    while at < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HandshakeError::Refused(
+                code::TIMEOUT,
+                "handshake timed out".into(),
+            ));
+        }
+        s.set_read_timeout(Some(left))?;
+        match s.read(&mut buf[at..]) {
+            Ok(0) => return Err(HandshakeError::Io),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Read exactly one frame (blocking, until `deadline`) into `buf`.
 fn read_frame<'a>(
     s: &mut Stream,
     buf: &'a mut [u8; 8 + wire::MAX_REQUEST_BODY],
+    deadline: Instant,
 ) -> Result<Frame<'a>, HandshakeError> {
-    s.read_exact(&mut buf[..wire::HDR])?;
+    read_by(s, &mut buf[..wire::HDR], deadline)?;
     let mut h = [0u8; wire::HDR];
     h.copy_from_slice(&buf[..wire::HDR]);
     let hd = wire::parse_header(&h, wire::MAX_REQUEST_BODY)?;
     let total = wire::HDR + hd.len as usize;
-    s.read_exact(&mut buf[wire::HDR..total])?;
+    read_by(s, &mut buf[wire::HDR..total], deadline)?;
     match wire::decode(&buf[..total], wire::MAX_REQUEST_BODY)? {
         Some((f, _)) => Ok(f),
         None => Err(HandshakeError::Refused(
@@ -76,8 +98,9 @@ fn read_frame<'a>(
 }
 
 fn handshake(s: &mut Stream, shared: &Shared) -> Result<([u8; 16], [u8; 32]), HandshakeError> {
+    let deadline = Instant::now() + shared.limits.handshake_timeout;
     let mut buf = [0u8; 8 + wire::MAX_REQUEST_BODY];
-    let (grant, peer, cnonce) = match read_frame(s, &mut buf)? {
+    let (grant, peer, cnonce) = match read_frame(s, &mut buf, deadline)? {
         Frame::Hello {
             version,
             grant,
@@ -101,7 +124,7 @@ fn handshake(s: &mut Stream, shared: &Shared) -> Result<([u8; 16], [u8; 32]), Ha
     let mut out = Vec::with_capacity(64);
     wire::put_challenge(&mut out, &snonce);
     s.write_all(&out)?;
-    let sig = match read_frame(s, &mut buf)? {
+    let sig = match read_frame(s, &mut buf, deadline)? {
         Frame::Auth { signature } => signature,
         _ => {
             return Err(HandshakeError::Refused(
@@ -121,7 +144,7 @@ fn handshake(s: &mut Stream, shared: &Shared) -> Result<([u8; 16], [u8; 32]), Ha
         ));
     }
     out.clear();
-    wire::put_welcome(&mut out, MAX_OUTSTANDING);
+    wire::put_welcome(&mut out, shared.limits.max_outstanding);
     s.write_all(&out)?;
     Ok((grant, peer))
 }
@@ -129,8 +152,7 @@ fn handshake(s: &mut Stream, shared: &Shared) -> Result<([u8; 16], [u8; 32]), Ha
 /// Serve one accepted connection until it closes.
 pub(crate) fn serve(mut s: Stream, shared: &Shared) {
     let _ = s.tune();
-    let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
-    let _ = s.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let _ = s.set_write_timeout(Some(shared.limits.write_timeout));
     let (grant, peer) = match handshake(&mut s, shared) {
         Ok(gp) => gp,
         Err(HandshakeError::Refused(c, msg)) => {
@@ -152,7 +174,7 @@ pub(crate) fn serve(mut s: Stream, shared: &Shared) {
         peer,
         tx: Vec::new(),
         used: 0,
-        since_flush: 0,
+        since_read: 0,
     };
     sess.run(&mut s);
     (shared.events)(FabricEvent::Disconnected { grant, peer });
@@ -190,8 +212,10 @@ struct Session<'a> {
     /// Outgoing batch; `tx.len()` is a high-water mark, `used` the bytes queued.
     tx: Vec<u8>,
     used: usize,
-    /// Requests taken since the last flush: all unanswered when the peer sent them.
-    since_flush: u32,
+    /// Requests decoded since the last socket read. Every earlier request had its reply
+    /// written before that read, and none of these had, so the peer sent all of them
+    /// without seeing a reply: more than `max_outstanding` breaks the WELCOME bound.
+    since_read: u32,
 }
 
 impl Session<'_> {
@@ -225,6 +249,7 @@ impl Session<'_> {
             if self.flush(s).is_err() {
                 return;
             }
+            self.since_read = 0;
             if start == end {
                 (start, end) = (0, 0);
             } else if start > 0 {
@@ -240,13 +265,23 @@ impl Session<'_> {
         }
     }
 
+    /// Write the queued replies. The peer must take them within the write timeout as a
+    /// whole (not per write call), so a reader that drips cannot hold the thread.
     fn flush(&mut self, s: &mut Stream) -> io::Result<()> {
-        self.since_flush = 0;
-        if self.used > 0 {
-            let r = s.write_all(&self.tx[..self.used]);
-            self.used = 0;
-            r?;
+        let deadline = Instant::now() + self.shared.limits.write_timeout;
+        let mut off = 0;
+        while off < self.used {
+            match s.write(&self.tx[off..self.used]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if off < self.used && Instant::now() >= deadline {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
         }
+        self.used = 0;
         Ok(())
     }
 
@@ -316,8 +351,8 @@ impl Session<'_> {
         segs: impl Iterator<Item = ReadReq>,
         total: u64,
     ) -> io::Result<Next> {
-        self.since_flush += 1;
-        if self.since_flush > MAX_OUTSTANDING {
+        self.since_read += 1;
+        if self.since_read > self.shared.limits.max_outstanding {
             self.error(
                 code::MALFORMED,
                 "more requests outstanding than WELCOME allowed",
