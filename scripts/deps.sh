@@ -44,3 +44,7 @@ if [ "$what" = test ] && ! cargo nextest --version >/dev/null 2>&1; then
     echo "deps: installing cargo-nextest" >&2
     cargo install --locked -q cargo-nextest
 fi
+if [ "$what" = test ] && ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "deps: installing cargo-fuzz (bounded fuzzing runs in the suite)" >&2
+    cargo install --locked -q cargo-fuzz
+fi
