@@ -194,6 +194,20 @@ fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
     size::deserialize(d).map(Some)
 }
 
+/// One line: `line L, column C: what` (the TOML crate's own text spans several lines).
+fn toml_error(text: &str, e: &toml::de::Error) -> PolicyError {
+    let what = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            PolicyError::Toml(format!("line {line}, column {column}: {what}"))
+        }
+        None => PolicyError::Toml(what),
+    }
+}
+
 fn invalid(key: String, detail: impl std::fmt::Display) -> PolicyError {
     PolicyError::Invalid {
         key,
@@ -225,8 +239,7 @@ impl Policy {
         if text.len() > MAX_POLICY_BYTES {
             return Err(PolicyError::TooLarge);
         }
-        let raw: RawPolicy = toml::from_str(text)
-            .map_err(|e| PolicyError::Toml(e.to_string().trim().to_string()))?;
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         if raw.version != VERSION {
             return Err(PolicyError::Version(raw.version));
         }
@@ -373,6 +386,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bytes_per_uidd"), "{e}");
+        // One line, with the position.
+        let e = Policy::parse("version = 1\nbroker = \"b\"\nserial = 1\nbrokr = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(
+            e.starts_with("policy: line 4, column 1: unknown field `brokr`"),
+            "{e}"
+        );
     }
 
     #[test]
