@@ -1,0 +1,526 @@
+//! The verbs responder: a protection domain on the device that owns the listen address,
+//! regions (a registered copy in memory the broker owns, or target memory registered by
+//! pidfd), one exact-range memory region plus one type-2 memory window per restricted
+//! key, and the connections whose queue pairs the windows are bound on.
+
+use super::cm::{self, last, Channel};
+use super::mem::OwnedMemory;
+use super::qp::Qp;
+use super::status::{mr_access, mw_access};
+use super::{pidfd, serve};
+use crate::{
+    Access, Endpoint, EventSink, FabricError, FabricEvent, KeySpec, MemorySource, Region, Responder,
+};
+use rdma_sys::*;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+/// Chunk size when copying a target range into broker-owned memory.
+const COPY_CHUNK: usize = 1 << 20;
+
+pub(crate) enum Backing {
+    /// A copy of the target range in memory the broker owns (ordinary ibv_reg_mr).
+    Copy(OwnedMemory),
+    /// The target itself, registered through its pidfd (patched kernel + libibverbs).
+    Pidfd(OwnedFd),
+}
+
+pub(crate) struct RegionEntry {
+    pub(crate) addr: u64,
+    pub(crate) len: u64,
+    pub(crate) access: Access,
+    pub(crate) backing: Backing,
+}
+
+/// One restricted key: its exact-range MR and type-2 window.
+pub(crate) struct KeyEntry {
+    pub(crate) region: u64,
+    pub(crate) spec: KeySpec,
+    pub(crate) mr: *mut ibv_mr,
+    pub(crate) mw: *mut ibv_mw,
+    /// Connection whose QP the window is bound on.
+    pub(crate) bound: Option<u64>,
+    /// Bound on a QP that is gone: invalidate before binding again.
+    pub(crate) stale: bool,
+    /// Expired: window invalidated, kept only so `revoke` still finds it.
+    pub(crate) expired: bool,
+}
+
+/// Connection state on the responder side.
+pub(crate) struct Conn {
+    pub(crate) qp: Qp,
+    pub(crate) cnonce: [u8; 32],
+    pub(crate) snonce: [u8; 32],
+    pub(crate) auth: Option<([u8; 16], [u8; 32])>,
+    pub(crate) closing: bool,
+    pub(crate) deadline: std::time::Instant,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) regions: HashMap<u64, RegionEntry>,
+    pub(crate) keys: HashMap<u32, KeyEntry>,
+    pub(crate) conns: HashMap<u64, Conn>,
+    pub(crate) next_region: u64,
+    pub(crate) next_conn: u64,
+}
+
+// SAFETY: the raw verbs handles in State are only used under the State mutex.
+unsafe impl Send for State {}
+
+pub(crate) struct Inner {
+    pub(crate) channel: Channel,
+    pub(crate) listen: *mut rdma_cm_id,
+    pub(crate) pd: *mut ibv_pd,
+    pub(crate) comp: *mut ibv_comp_channel,
+    pub(crate) events: EventSink,
+    pub(crate) state: Mutex<State>,
+    pub(crate) stop: AtomicBool,
+    pub(crate) responder_resources: u8,
+}
+
+// SAFETY: the verbs handles are thread-safe objects of libibverbs/librdmacm; mutable state
+// is behind `state`.
+unsafe impl Send for Inner {}
+// SAFETY: see Send.
+unsafe impl Sync for Inner {}
+
+impl Inner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Verbs-provider responder (see the module docs of [`crate::verbs`]).
+pub struct VerbsResponder {
+    inner: Arc<Inner>,
+    endpoint: Endpoint,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl VerbsResponder {
+    /// Listen on `listen` (`rdma:IP:PORT`, the IP of an RDMA device; port 0 picks one).
+    pub fn bind(listen: &Endpoint, events: EventSink) -> Result<VerbsResponder, FabricError> {
+        let Endpoint::Rdma(addr) = listen else {
+            return Err(FabricError::BadEndpoint(listen.to_string()));
+        };
+        cm::require_device()?;
+        let channel = Channel::new()?;
+        let mut id = std::ptr::null_mut();
+        // SAFETY: channel is live; id is a valid out-pointer.
+        cm::check("rdma_create_id", unsafe {
+            rdma_create_id(
+                channel.0,
+                &mut id,
+                std::ptr::null_mut(),
+                rdma_port_space::RDMA_PS_TCP,
+            )
+        })?;
+        let fail = |id: *mut rdma_cm_id, e: FabricError| {
+            // SAFETY: id was created above and has no QP.
+            unsafe { rdma_destroy_id(id) };
+            e
+        };
+        let mut sa = cm::sockaddr(addr);
+        // SAFETY: id live; sa is a valid sockaddr for the call.
+        if unsafe { rdma_bind_addr(id, (&mut sa as *mut libc::sockaddr_storage).cast()) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if cm::is_no_device_errno(e.raw_os_error().unwrap_or(0)) {
+                return Err(fail(
+                    id,
+                    cm::no_device(format!("no RDMA device has the address {addr}: {e}")),
+                ));
+            }
+            return Err(fail(id, cm::verbs_err("rdma_bind_addr", e)));
+        }
+        // SAFETY: id live.
+        let ctx = unsafe { (*id).verbs };
+        if ctx.is_null() {
+            return Err(fail(
+                id,
+                FabricError::BadEndpoint(format!(
+                    "{listen}: bind the verbs responder to the IP address of an RDMA device, not a wildcard"
+                )),
+            ));
+        }
+        // SAFETY: id live and bound.
+        if unsafe { rdma_listen(id, 64) } != 0 {
+            return Err(fail(id, last("rdma_listen")));
+        }
+        // SAFETY: id live and bound.
+        let port = u16::from_be(unsafe { rdma_get_src_port(id) });
+        // SAFETY: ctx is the device context of the bound id.
+        let pd = unsafe { ibv_alloc_pd(ctx) };
+        if pd.is_null() {
+            return Err(fail(id, last("ibv_alloc_pd")));
+        }
+        // SAFETY: ctx live.
+        let comp = unsafe { ibv_create_comp_channel(ctx) };
+        if comp.is_null() {
+            let e = last("ibv_create_comp_channel");
+            // SAFETY: pd unused so far.
+            unsafe { ibv_dealloc_pd(pd) };
+            return Err(fail(id, e));
+        }
+        // SAFETY: comp is live.
+        cm::set_nonblocking(unsafe { (*comp).fd })?;
+        let (_, responder_resources) = super::qp::rd_atom(ctx);
+        let inner = Arc::new(Inner {
+            channel,
+            listen: id,
+            pd,
+            comp,
+            events,
+            state: Mutex::new(State::default()),
+            stop: AtomicBool::new(false),
+            responder_resources,
+        });
+        let endpoint = Endpoint::Rdma(std::net::SocketAddr::new(addr.ip(), port));
+        let i2 = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("fabric-verbs".into())
+            .spawn(move || serve::run(&i2))
+            .map_err(|e| FabricError::io("spawn the verbs service thread for", listen, e))?;
+        Ok(VerbsResponder {
+            inner,
+            endpoint,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Register `addr..addr+len` of the process behind `pidfd` directly (no copy), through
+    /// the patched libibverbs' `ibv_reg_mr_pidfd`. Keys of such a region are read-only.
+    pub fn register_pidfd(
+        &self,
+        pidfd: OwnedFd,
+        addr: u64,
+        len: u64,
+    ) -> Result<Region, FabricError> {
+        pidfd::reg_mr_pidfd()?;
+        check_range(addr, len)?;
+        Ok(self.add_region(addr, len, Backing::Pidfd(pidfd)))
+    }
+
+    fn add_region(&self, addr: u64, len: u64, backing: Backing) -> Region {
+        let mut st = self.inner.lock();
+        st.next_region += 1;
+        let id = st.next_region;
+        let access = Access::REMOTE_READ;
+        st.regions.insert(
+            id,
+            RegionEntry {
+                addr,
+                len,
+                access,
+                backing,
+            },
+        );
+        Region {
+            id,
+            addr,
+            len,
+            access,
+        }
+    }
+}
+
+fn check_range(addr: u64, len: u64) -> Result<(), FabricError> {
+    if len == 0 || addr.checked_add(len).is_none() || usize::try_from(len).is_err() {
+        return Err(FabricError::BadRange { addr, len });
+    }
+    Ok(())
+}
+
+/// Register the MR and allocate the window of one key.
+fn make_key(
+    pd: *mut ibv_pd,
+    r: &RegionEntry,
+    spec: &KeySpec,
+) -> Result<(*mut ibv_mr, *mut ibv_mw), FabricError> {
+    let len = spec.len as usize;
+    let mr = match &r.backing {
+        Backing::Copy(mem) => {
+            let off = (spec.addr - r.addr) as usize;
+            // SAFETY: off+len lies inside the owned mapping (checked by the caller against
+            // the region); the MR is deregistered before the mapping is dropped.
+            unsafe {
+                ibv_reg_mr_iova(
+                    pd,
+                    mem.as_ptr().add(off).cast(),
+                    len,
+                    spec.addr,
+                    mr_access(spec.access) as i32,
+                )
+            }
+        }
+        Backing::Pidfd(fd) => {
+            let f = pidfd::reg_mr_pidfd()?;
+            // SAFETY: f has the documented signature; the kernel validates the range
+            // against the target's mm.
+            unsafe {
+                f(
+                    pd,
+                    fd.as_raw_fd(),
+                    spec.addr,
+                    len,
+                    spec.addr,
+                    mr_access(spec.access),
+                )
+            }
+        }
+    };
+    if mr.is_null() {
+        return Err(last("registering the key's memory region"));
+    }
+    // SAFETY: pd live.
+    let mw =
+        unsafe { ibv_alloc_mw(pd, ibv_mw_type::IBV_MW_TYPE_2) }.unwrap_or(std::ptr::null_mut());
+    if mw.is_null() {
+        let e = last("ibv_alloc_mw(type 2)");
+        // SAFETY: mr registered above, nothing bound to it.
+        unsafe { ibv_dereg_mr(mr) };
+        return Err(e);
+    }
+    Ok((mr, mw))
+}
+
+/// Bind `rkey`'s window on connection `conn` (invalidating an old binding first).
+pub(crate) fn bind_key(st: &mut State, rkey: u32, conn: u64) -> Result<(), FabricError> {
+    let Some(k) = st.keys.get(&rkey) else {
+        return Err(FabricError::UnknownKey(rkey));
+    };
+    let (mw, mr, addr, len, access, old, stale) = (
+        k.mw,
+        k.mr,
+        k.spec.addr,
+        k.spec.len,
+        mw_access(k.spec.access),
+        k.bound,
+        k.stale,
+    );
+    if let Some(old) = old.filter(|o| *o != conn) {
+        if let Some(c) = st.conns.get_mut(&old) {
+            let _ = c.qp.local_inv(rkey);
+        }
+    }
+    let c = st.conns.get_mut(&conn).ok_or(FabricError::Shutdown)?;
+    if stale || old.is_some_and(|o| o != conn) {
+        // The window may still be bound on a dead QP: a type-2 window must be free to bind.
+        let _ = c.qp.local_inv(rkey);
+    }
+    let st_code = c.qp.bind_mw(mw, mr, addr, len, access, rkey)?;
+    if st_code != ibv_wc_status::IBV_WC_SUCCESS {
+        return Err(FabricError::Verbs(format!(
+            "binding the memory window of rkey {rkey:#010x}: {}",
+            super::status::wc_status_name(st_code)
+        )));
+    }
+    // SAFETY: mw is live; user space tracks the window's current rkey for the next bind.
+    unsafe { (*mw).rkey = rkey };
+    if let Some(k) = st.keys.get_mut(&rkey) {
+        k.bound = Some(conn);
+        k.stale = false;
+    }
+    Ok(())
+}
+
+/// Invalidate a key's window (LOCAL_INV on its QP when that QP is alive) and free its
+/// window and region.
+pub(crate) fn destroy_key(st: &mut State, rkey: u32, k: &mut KeyEntry) {
+    if let Some(c) = k.bound.and_then(|b| st.conns.get_mut(&b)) {
+        let _ = c.qp.local_inv(rkey);
+    }
+    k.bound = None;
+    if !k.mw.is_null() {
+        // SAFETY: the window is ours; deallocating also invalidates it.
+        unsafe { ibv_dealloc_mw(k.mw) };
+        k.mw = std::ptr::null_mut();
+    }
+    if !k.mr.is_null() {
+        // SAFETY: no window refers to the MR any more.
+        unsafe { ibv_dereg_mr(k.mr) };
+        k.mr = std::ptr::null_mut();
+    }
+}
+
+impl Responder for VerbsResponder {
+    fn endpoint(&self) -> String {
+        self.endpoint.to_string()
+    }
+
+    /// Copies the range into memory the broker owns and registers that copy with an
+    /// ordinary `ibv_reg_mr` at the target's addresses (IOVA = target address). Use
+    /// [`VerbsResponder::register_pidfd`] to register the target itself.
+    fn register(
+        &self,
+        source: Arc<dyn MemorySource>,
+        addr: u64,
+        len: u64,
+    ) -> Result<Region, FabricError> {
+        check_range(addr, len)?;
+        let mut mem = OwnedMemory::new(len as usize)?;
+        let buf = mem.as_mut_slice();
+        let mut off = 0usize;
+        while off < len as usize {
+            let n = COPY_CHUNK.min(len as usize - off);
+            source
+                .read_exact_at(addr + off as u64, &mut buf[off..off + n])
+                .map_err(|e| {
+                    FabricError::Verbs(format!("copying the target range for registration: {e}"))
+                })?;
+            off += n;
+        }
+        Ok(self.add_region(addr, len, Backing::Copy(mem)))
+    }
+
+    fn create_key(&self, region: &Region, spec: KeySpec) -> Result<u32, FabricError> {
+        let mut st = self.inner.lock();
+        let r = st
+            .regions
+            .get(&region.id)
+            .ok_or(FabricError::UnknownRegion)?;
+        let end = spec.addr.checked_add(spec.len);
+        if spec.len == 0 || end.is_none() {
+            return Err(FabricError::BadRange {
+                addr: spec.addr,
+                len: spec.len,
+            });
+        }
+        if spec.addr < r.addr || end > Some(r.addr + r.len) {
+            return Err(FabricError::KeyOutsideRegion {
+                addr: spec.addr,
+                len: spec.len,
+                region_addr: r.addr,
+                region_len: r.len,
+            });
+        }
+        if spec.access == Access::NONE || !r.access.contains(spec.access) {
+            return Err(FabricError::AccessNotAllowed {
+                requested: spec.access,
+                allowed: r.access,
+            });
+        }
+        if spec.expires <= SystemTime::now() {
+            return Err(FabricError::AlreadyExpired);
+        }
+        let (mr, mw) = make_key(self.inner.pd, r, &spec)?;
+        // SAFETY: mw live; the 8-bit key is advanced for the first bind, as the spec says.
+        let rkey = unsafe { ibv_inc_rkey((*mw).rkey) };
+        let live = st
+            .conns
+            .iter()
+            .find(|(_, c)| !c.closing && c.auth == Some((spec.grant, spec.peer)))
+            .map(|(id, _)| *id);
+        st.keys.insert(
+            rkey,
+            KeyEntry {
+                region: region.id,
+                spec,
+                mr,
+                mw,
+                bound: None,
+                stale: false,
+                expired: false,
+            },
+        );
+        if let Some(conn) = live {
+            bind_key(&mut st, rkey, conn)?;
+        }
+        Ok(rkey)
+    }
+
+    fn revoke(&self, rkey: u32) -> Result<(), FabricError> {
+        let mut st = self.inner.lock();
+        let mut k = st.keys.remove(&rkey).ok_or(FabricError::UnknownKey(rkey))?;
+        destroy_key(&mut st, rkey, &mut k);
+        Ok(())
+    }
+
+    fn revoke_grant(&self, grant: [u8; 16]) -> usize {
+        let mut st = self.inner.lock();
+        let rkeys: Vec<u32> = st
+            .keys
+            .iter()
+            .filter(|(_, k)| k.spec.grant == grant)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in &rkeys {
+            if let Some(mut k) = st.keys.remove(r) {
+                destroy_key(&mut st, *r, &mut k);
+            }
+        }
+        rkeys.len()
+    }
+
+    fn deregister(&self, region: Region) -> Result<(), FabricError> {
+        let mut st = self.inner.lock();
+        if !st.regions.contains_key(&region.id) {
+            return Err(FabricError::UnknownRegion);
+        }
+        let rkeys: Vec<u32> = st
+            .keys
+            .iter()
+            .filter(|(_, k)| k.region == region.id)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in rkeys {
+            if let Some(mut k) = st.keys.remove(&r) {
+                destroy_key(&mut st, r, &mut k);
+            }
+        }
+        st.regions.remove(&region.id);
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        if self.inner.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(h) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = h.join();
+        }
+        let mut st = self.inner.lock();
+        let ids: Vec<u64> = st.conns.keys().copied().collect();
+        let mut evs = Vec::new();
+        for id in ids {
+            serve::teardown(&mut st, id, &mut evs);
+        }
+        drop(st);
+        for e in evs {
+            (self.inner.events)(e);
+        }
+    }
+}
+
+impl Drop for VerbsResponder {
+    fn drop(&mut self) {
+        self.shutdown();
+        let mut st = self.inner.lock();
+        let rkeys: Vec<u32> = st.keys.keys().copied().collect();
+        for r in rkeys {
+            if let Some(mut k) = st.keys.remove(&r) {
+                destroy_key(&mut st, r, &mut k);
+            }
+        }
+        st.regions.clear();
+        drop(st);
+        // SAFETY: every QP, MR and window of this PD is gone; the comp channel has no CQs
+        // left; the listen id has no QP. Destroyed in dependency order, exactly once.
+        unsafe {
+            ibv_destroy_comp_channel(self.inner.comp);
+            ibv_dealloc_pd(self.inner.pd);
+            rdma_destroy_id(self.inner.listen);
+        }
+    }
+}
+
+/// Emit events collected under the lock.
+pub(crate) fn emit(inner: &Inner, evs: Vec<FabricEvent>) {
+    for e in evs {
+        (inner.events)(e);
+    }
+}
