@@ -1,0 +1,238 @@
+//! Step 2, the ptrace proof. The requester sends a pidfd of the target and an fd of
+//! `/proc/<pid>/mem` it opened itself: the kernel ran its ptrace access check
+//! (`PTRACE_MODE_ATTACH_FSCREDS`) at that `open`, so holding the fd proves the requester
+//! may read the target's memory. This module makes sure the fd really is that file of
+//! that process: the procfs superblock (`fstatfs`) of the broker's own `/proc` instance,
+//! the path (`/proc/self/fd` readlink), the pidfd's pid (fdinfo `Pid:`), the open mode,
+//! and the pidfd's liveness after every `/proc` read, so a recycled pid cannot redirect
+//! the export to another process.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use memgate_policy::Access;
+
+use super::peer::PeerCred;
+use super::pidfd;
+
+/// `PROC_SUPER_MAGIC` from `linux/magic.h`.
+pub const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+/// Why the fds do not prove access to the target.
+#[derive(Debug, thiserror::Error)]
+pub enum PtraceError {
+    /// Not exactly two fds.
+    #[error("an export carries exactly 2 fds (pidfd, /proc/<pid>/mem), got {0}")]
+    FdCount(usize),
+    /// The first fd is not a pidfd.
+    #[error("the first fd is not a pidfd ({0})")]
+    NotPidfd(String),
+    /// The target has exited (or is outside the broker's pid namespace).
+    #[error("the target process has exited")]
+    TargetExited,
+    /// The second fd is not a `/proc/<pid>/mem` file of the broker's procfs.
+    #[error("the second fd is not /proc/<pid>/mem ({0})")]
+    NotMem(String),
+    /// The mem fd belongs to another process than the pidfd.
+    #[error("the mem fd is /proc/{mem}/mem but the pidfd names pid {target}")]
+    Mismatch {
+        /// Pid of the mem file.
+        mem: i32,
+        /// Pid of the pidfd.
+        target: i32,
+    },
+    /// The mem fd is the requester's own memory.
+    #[error("the mem fd is the requester's own memory (pid {0})")]
+    RequesterMem(i32),
+    /// The target is the requester itself.
+    #[error("the target is the requester itself (pid {0})")]
+    TargetIsRequester(i32),
+    /// Opened write-only.
+    #[error("the mem fd is not open for reading")]
+    NotReadable,
+    /// `read-write` asked for with a read-only mem fd.
+    #[error("read-write access needs a mem fd opened read-write")]
+    NotWritable,
+    /// Reading through the mem fd failed or hit end-of-file (the address space it was
+    /// opened on is gone: exit or exec).
+    #[error("cannot read the target through the mem fd at {addr:#x}: {detail}")]
+    Unreadable {
+        /// Address probed.
+        addr: u64,
+        /// What happened.
+        detail: String,
+    },
+    /// A /proc or fd query failed.
+    #[error("cannot inspect the fds: {0}")]
+    Io(io::Error),
+}
+
+impl PtraceError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PtraceError::FdCount(_) => "fd_count",
+            PtraceError::NotPidfd(_) => "pidfd_invalid",
+            PtraceError::TargetExited => "target_exited",
+            PtraceError::NotMem(_) => "mem_fd_invalid",
+            PtraceError::Mismatch { .. } => "mem_fd_mismatch",
+            PtraceError::RequesterMem(_) => "mem_fd_is_requester",
+            PtraceError::TargetIsRequester(_) => "target_is_requester",
+            PtraceError::NotReadable => "mem_fd_not_readable",
+            PtraceError::NotWritable => "mem_fd_not_writable",
+            PtraceError::Unreadable { .. } => "mem_unreadable",
+            PtraceError::Io(_) => "fd_inspect_failed",
+        }
+    }
+}
+
+/// A target proven readable by the requester.
+#[derive(Debug)]
+pub struct Proven {
+    /// Target pid (broker's namespace).
+    pub pid: i32,
+    /// The target's pidfd.
+    pub pidfd: OwnedFd,
+    /// The target's mem file, opened by the requester.
+    pub mem: File,
+}
+
+impl Proven {
+    /// Fails with `target_exited` unless the target still runs.
+    pub fn check_alive(&self) -> Result<(), PtraceError> {
+        check_alive(self.pidfd.as_fd())
+    }
+
+    /// Reads one byte at `addr` through the mem fd, then re-checks liveness. End-of-file
+    /// means the address space the fd was opened on is gone.
+    pub fn probe_read(&self, addr: u64) -> Result<(), PtraceError> {
+        let mut b = [0u8; 1];
+        let r = self.mem.read_at(&mut b, addr);
+        self.check_alive()?;
+        match r {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(PtraceError::Unreadable {
+                addr,
+                detail: "end of file: the address space is gone (exit or exec)".into(),
+            }),
+            Err(e) => Err(PtraceError::Unreadable {
+                addr,
+                detail: e.to_string(),
+            }),
+        }
+    }
+}
+
+fn check_alive(fd: BorrowedFd<'_>) -> Result<(), PtraceError> {
+    match pidfd::is_alive(fd) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(PtraceError::TargetExited),
+        Err(e) => Err(PtraceError::Io(e)),
+    }
+}
+
+/// Parses `/proc/<n>/mem` exactly (no `self`, no task paths, no ` (deleted)`).
+pub fn parse_mem_path(path: &str) -> Option<i32> {
+    let n = path.strip_prefix("/proc/")?.strip_suffix("/mem")?;
+    let canonical = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0');
+    if canonical {
+        n.parse().ok().filter(|p: &i32| *p > 0)
+    } else {
+        None
+    }
+}
+
+fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `s` is a writable statfs for the duration of the call.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut s) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // f_type is i64 on 64-bit targets, narrower elsewhere.
+    #[allow(clippy::useless_conversion)]
+    Ok(i64::from(s.f_type))
+}
+
+/// The pidfd's pid, refusing non-pidfds and exited processes.
+fn target_pid(fd: BorrowedFd<'_>) -> Result<i32, PtraceError> {
+    let link = pidfd::fd_path(fd).map_err(PtraceError::Io)?;
+    if !pidfd::looks_like_pidfd(&link) {
+        return Err(PtraceError::NotPidfd(link));
+    }
+    match pidfd::pid_of(fd).map_err(PtraceError::Io)? {
+        None => Err(PtraceError::NotPidfd("no Pid: in fdinfo".into())),
+        Some(p) if p <= 0 => Err(PtraceError::TargetExited),
+        Some(p) => Ok(p),
+    }
+}
+
+/// Checks that `fds` are `[pidfd, /proc/<pid>/mem of that pid]` and usable for `access`.
+/// Every fd is closed on error.
+pub fn prove(fds: Vec<OwnedFd>, peer: &PeerCred, access: Access) -> Result<Proven, PtraceError> {
+    let n = fds.len();
+    let Ok::<[OwnedFd; 2], _>([pidfd_fd, mem_fd]) = fds.try_into() else {
+        return Err(PtraceError::FdCount(n));
+    };
+    let pid = target_pid(pidfd_fd.as_fd())?;
+    check_alive(pidfd_fd.as_fd())?;
+    if pid == peer.pid {
+        return Err(PtraceError::TargetIsRequester(pid));
+    }
+    let magic = fs_magic(mem_fd.as_fd()).map_err(PtraceError::Io)?;
+    if magic != PROC_SUPER_MAGIC {
+        return Err(PtraceError::NotMem(format!(
+            "filesystem magic {magic:#x}, not procfs"
+        )));
+    }
+    let mem = File::from(mem_fd);
+    // The broker's own procfs instance: a /proc mounted in another pid namespace would
+    // number processes differently.
+    let ours = std::fs::metadata("/proc/self")
+        .map_err(PtraceError::Io)?
+        .dev();
+    let theirs = mem.metadata().map_err(PtraceError::Io)?.dev();
+    if ours != theirs {
+        return Err(PtraceError::NotMem(
+            "a procfs instance other than the broker's".into(),
+        ));
+    }
+    let path = pidfd::fd_path(mem.as_fd()).map_err(PtraceError::Io)?;
+    check_alive(pidfd_fd.as_fd())?;
+    let Some(mem_pid) = parse_mem_path(&path) else {
+        return Err(PtraceError::NotMem(path.escape_debug().to_string()));
+    };
+    if mem_pid != pid {
+        if mem_pid == peer.pid {
+            return Err(PtraceError::RequesterMem(mem_pid));
+        }
+        return Err(PtraceError::Mismatch {
+            mem: mem_pid,
+            target: pid,
+        });
+    }
+    // SAFETY: F_GETFL only reads the file status flags of a valid fd.
+    let flags = unsafe { libc::fcntl(mem.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(PtraceError::Io(io::Error::last_os_error()));
+    }
+    let mode = flags & libc::O_ACCMODE;
+    if mode == libc::O_WRONLY {
+        return Err(PtraceError::NotReadable);
+    }
+    if access == Access::ReadWrite && mode != libc::O_RDWR {
+        return Err(PtraceError::NotWritable);
+    }
+    // The fdinfo pid must still be the same live process after all the reads above.
+    if target_pid(pidfd_fd.as_fd())? != pid {
+        return Err(PtraceError::TargetExited);
+    }
+    check_alive(pidfd_fd.as_fd())?;
+    Ok(Proven {
+        pid,
+        pidfd: pidfd_fd,
+        mem,
+    })
+}
