@@ -326,12 +326,13 @@ impl VerbsConnection {
         let q = self.qp.as_mut().ok_or(FabricError::Shutdown)?;
         let mut sges = Vec::with_capacity(segs.len());
         let mut off = 0u64;
+        // SAFETY: mr was just registered and is live.
+        let lkey = unsafe { (*mr).lkey };
         for s in segs {
-            // SAFETY: mr live.
             sges.push(ibv_sge {
                 addr: base as u64 + off,
                 length: s.1,
-                lkey: unsafe { (*mr).lkey },
+                lkey,
             });
             off += s.1 as u64;
         }
