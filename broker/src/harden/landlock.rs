@@ -135,11 +135,14 @@ pub fn restrict(cfg: &LandlockConfig, fabric: FabricNeeds) -> Result<LandlockOut
             .map_err(|e| ll_err(format!("{}: {e}", path.display())))?;
         rules += 1;
     }
-    let status = created
-        .all_threads(true)
-        .map_err(ll_err)?
-        .restrict_self()
-        .map_err(ll_err)?;
+    // apply() runs single-threaded, so restricting this thread covers the process. Asking
+    // for all threads on a kernel that cannot (ABI < 8) would only mark the result partial.
+    let status = if kernel_abi >= 8 {
+        created.all_threads(true).map_err(ll_err)?.restrict_self()
+    } else {
+        created.restrict_self()
+    }
+    .map_err(ll_err)?;
     let state = match status.ruleset {
         RulesetStatus::FullyEnforced => LandlockState::FullyEnforced,
         RulesetStatus::PartiallyEnforced => LandlockState::PartiallyEnforced,

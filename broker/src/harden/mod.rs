@@ -3,13 +3,16 @@
 //! The broker calls [`apply`] once, from the main thread, after set-up (sockets bound,
 //! audit log open, policy loaded, fabric listening) and before it starts serving or spawns
 //! worker threads. [`inspect`] reads back what is in force (for `--check-hardening`),
-//! [`compare`] lists where that falls short of the configuration, and [`probe`] tries
-//! each forbidden operation and reports how the kernel answered.
+//! [`compare`] lists where that falls short of the configuration, [`check_main`] prints
+//! both for `memgated --check-hardening`, and [`probe`] tries each forbidden operation and
+//! reports how the kernel answered (run by `memgated-harden-probe`, see [`probe_cli`]).
 
 mod config;
 mod landlock;
+pub mod needed;
 mod privs;
-// mod probe; (being rebuilt)
+pub mod probe;
+pub mod probe_cli;
 mod report;
 mod seccomp;
 mod syscalls;
@@ -104,5 +107,32 @@ pub fn apply(cfg: &HardenConfig) -> Result<HardenReport, HardenError> {
     Ok(inspect())
 }
 
-// #[cfg(test)]
-// mod tests; (being rebuilt)
+/// `memgated --check-hardening`: applies `cfg` to this process, prints what is then in
+/// force (user, capability sets, no_new_privs, seccomp mode and allow-list size, Landlock
+/// ABI and state) and every way it falls short of `cfg`. Exit status: 0 when everything
+/// asked for is in force, 1 when the kernel gave less than asked, 2 when hardening failed.
+/// Call it from the main thread before any other thread exists, then exit.
+pub fn check_main(cfg: &HardenConfig) -> std::process::ExitCode {
+    match apply(cfg) {
+        Err(e) => {
+            eprintln!("memgated: hardening failed: {e}");
+            std::process::ExitCode::from(2)
+        }
+        Ok(report) => {
+            print!("{report}");
+            let short = compare(cfg, &report);
+            for s in &short {
+                println!("shortfall: {s}");
+            }
+            if short.is_empty() {
+                println!("hardening: everything the configuration asks for is in force");
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -69,7 +69,9 @@ fn parse_mask(v: &str) -> u64 {
 }
 
 fn parse_ids(v: &str) -> [u32; 3] {
-    let mut it = v.split_whitespace().map(|x| x.parse::<u32>().unwrap_or(u32::MAX));
+    let mut it = v
+        .split_whitespace()
+        .map(|x| x.parse::<u32>().unwrap_or(u32::MAX));
     [
         it.next().unwrap_or(u32::MAX),
         it.next().unwrap_or(u32::MAX),
@@ -151,7 +153,11 @@ impl fmt::Display for HardenReport {
             2 => "filter",
             _ => "unknown",
         };
-        writeln!(f, "seccomp:          {mode}, {} filter(s)", self.seccomp_filters)?;
+        writeln!(
+            f,
+            "seccomp:          {mode}, {} filter(s)",
+            self.seccomp_filters
+        )?;
         writeln!(f, "landlock (kernel ABI {}):", self.landlock_kernel_abi)?;
         match &self.applied {
             None => writeln!(f, "  hardening not applied in this process")?,
@@ -215,7 +221,11 @@ impl fmt::Display for Shortfall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Shortfall::ExtraCapabilities { set, caps } => {
-                write!(f, "{set} capabilities hold more than needed: {}", caps.join(","))
+                write!(
+                    f,
+                    "{set} capabilities hold more than needed: {}",
+                    caps.join(",")
+                )
             }
             Shortfall::NoNewPrivsOff => write!(f, "no_new_privs is not set"),
             Shortfall::SeccompOff => write!(f, "no seccomp filter is in force"),
@@ -313,7 +323,10 @@ mod tests {
     fn parses_status_and_names_caps() {
         let r = from_status(STATUS);
         assert_eq!(r.caps.effective, 1 << 14);
-        assert_eq!(cap_names(r.caps.effective), vec!["CAP_IPC_LOCK".to_string()]);
+        assert_eq!(
+            cap_names(r.caps.effective),
+            vec!["CAP_IPC_LOCK".to_string()]
+        );
         assert!(r.no_new_privs);
         assert_eq!((r.seccomp_mode, r.seccomp_filters, r.threads), (2, 2, 3));
         assert!(r.to_string().contains("CAP_IPC_LOCK"));
@@ -335,6 +348,8 @@ mod tests {
         r.no_new_privs = false;
         let short = compare(&HardenConfig::strict(FabricNeeds::Verbs), &r);
         assert!(short.contains(&Shortfall::NoNewPrivsOff));
-        assert!(short.iter().any(|s| matches!(s, Shortfall::Landlock { .. })));
+        assert!(short
+            .iter()
+            .any(|s| matches!(s, Shortfall::Landlock { .. })));
     }
 }

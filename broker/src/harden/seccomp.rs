@@ -126,9 +126,8 @@ fn constant(name: &str) -> Option<u64> {
 fn resolve(v: &Value, syscall: &str) -> Result<u64, HardenError> {
     match v {
         Value::Int(i) => Ok(*i),
-        Value::Name(n) => constant(n).ok_or_else(|| {
-            HardenError::AllowList(format!("{syscall}: unknown constant {n:?}"))
-        }),
+        Value::Name(n) => constant(n)
+            .ok_or_else(|| HardenError::AllowList(format!("{syscall}: unknown constant {n:?}"))),
     }
 }
 
@@ -208,17 +207,17 @@ pub fn compile(fabric: FabricNeeds, action: SeccompViolation) -> Result<Compiled
     let main = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch)
         .map_err(|e| HardenError::AllowList(format!("filter: {e}")))?;
     let clone3 = SeccompFilter::new(
-        [(libc::SYS_clone3 as i64, Vec::new())].into_iter().collect(),
+        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,
     )
     .map_err(|e| HardenError::AllowList(format!("clone3 filter: {e}")))?;
-    let programs = [main, clone3]
+    // The clone3 filter goes in first: once the main filter is installed, seccomp() itself
+    // is refused, so nothing can be added after it.
+    let programs = [clone3, main]
         .into_iter()
-        .map(|f| {
-            BpfProgram::try_from(f).map_err(|e| HardenError::AllowList(format!("bpf: {e}")))
-        })
+        .map(|f| BpfProgram::try_from(f).map_err(|e| HardenError::AllowList(format!("bpf: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Compiled {
         programs,
@@ -281,18 +280,45 @@ mod tests {
         let soft = compile(FabricNeeds::Soft, SeccompViolation::Errno).expect("soft");
         let stock = compile(FabricNeeds::VerbsStockKernel, SeccompViolation::Kill).expect("stock");
         assert_eq!(soft.programs.len(), 2);
-        assert_eq!(stock.allowed_syscalls, soft.allowed_syscalls + 1, "ptrace only for stock");
+        assert_eq!(
+            stock.allowed_syscalls,
+            soft.allowed_syscalls + 1,
+            "ptrace only for stock"
+        );
         assert!(soft.argument_rules >= 5);
     }
 
     #[test]
     fn forbidden_syscalls_are_not_listed() {
-        let names: Vec<String> = entries().expect("parses").into_iter().map(|e| e.name).collect();
+        let names: Vec<String> = entries()
+            .expect("parses")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         for bad in [
-            "execve", "execveat", "mount", "umount2", "pivot_root", "chroot", "bpf",
-            "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-            "process_vm_writev", "process_vm_readv", "userfaultfd", "keyctl", "unshare",
-            "setns", "seccomp", "setresuid", "capset", "kill", "pidfd_getfd",
+            "execve",
+            "execveat",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "chroot",
+            "bpf",
+            "kexec_load",
+            "kexec_file_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "process_vm_writev",
+            "process_vm_readv",
+            "userfaultfd",
+            "keyctl",
+            "unshare",
+            "setns",
+            "seccomp",
+            "setresuid",
+            "capset",
+            "kill",
+            "pidfd_getfd",
         ] {
             assert!(!names.iter().any(|n| n == bad), "{bad} must not be allowed");
         }

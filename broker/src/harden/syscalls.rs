@@ -10,7 +10,7 @@ macro_rules! syscall_table {
     ($fn_name:ident: $($name:ident),* $(,)?) => {
         fn $fn_name(name: &str) -> Option<i64> {
             match name {
-                $(stringify!($name) => Some(libc::$name as i64),)*
+                $(stringify!($name) => Some(i64::from(libc::$name)),)*
                 _ => None,
             }
         }
@@ -69,9 +69,31 @@ fn legacy(_name: &str) -> Option<i64> {
 
 /// Names that only some architectures have; skipped where absent.
 const LEGACY_NAMES: &[&str] = &[
-    "open", "stat", "lstat", "poll", "select", "access", "readlink", "pipe", "dup2",
-    "epoll_create", "epoll_wait", "arch_prctl", "getdents", "rename", "unlink", "mkdir",
-    "fork", "vfork", "time", "accept", "signalfd", "eventfd", "alarm", "getpgrp", "chmod",
+    "open",
+    "stat",
+    "lstat",
+    "poll",
+    "select",
+    "access",
+    "readlink",
+    "pipe",
+    "dup2",
+    "epoll_create",
+    "epoll_wait",
+    "arch_prctl",
+    "getdents",
+    "rename",
+    "unlink",
+    "mkdir",
+    "fork",
+    "vfork",
+    "time",
+    "accept",
+    "signalfd",
+    "eventfd",
+    "alarm",
+    "getpgrp",
+    "chmod",
     "chown",
 ];
 
@@ -104,8 +126,8 @@ mod tests {
 
     #[test]
     fn resolves_common_and_rejects_unknown() {
-        assert_eq!(lookup("read"), Lookup::Number(libc::SYS_read as i64));
-        assert_eq!(lookup("execve"), Lookup::Number(libc::SYS_execve as i64));
+        assert_eq!(lookup("read"), Lookup::Number(libc::SYS_read));
+        assert_eq!(lookup("execve"), Lookup::Number(libc::SYS_execve));
         assert_eq!(lookup("no_such_call"), Lookup::Unknown);
     }
 
