@@ -333,7 +333,8 @@ impl SoftConnection {
         }
     }
 
-    /// Read whatever the socket has, without blocking.
+    /// Read whatever the socket has, without blocking. Stops after a short read: the
+    /// socket was empty at that instant, and another read would only say so again.
     fn pump(&mut self) {
         self.try_send();
         while !self.error {
@@ -343,15 +344,17 @@ impl SoftConnection {
                     .incoming
                     .as_ref()
                     .is_some_and(|i| i.head.len as usize - i.filled >= DIRECT_MIN);
-            let r = if direct {
+            let (r, asked) = if direct {
                 let Some(inc) = self.incoming.as_mut() else {
                     break;
                 };
-                let r = self.s.read(&mut inc.buf.as_mut_slice()[inc.filled..]);
+                let dst = &mut inc.buf.as_mut_slice()[inc.filled..];
+                let asked = dst.len();
+                let r = self.s.read(dst);
                 if let Ok(n) = r {
                     inc.filled += n;
                 }
-                r
+                (r, asked)
             } else {
                 if self.rx_start == self.rx_end {
                     (self.rx_start, self.rx_end) = (0, 0);
@@ -359,11 +362,12 @@ impl SoftConnection {
                     self.rx.copy_within(self.rx_start..self.rx_end, 0);
                     (self.rx_start, self.rx_end) = (0, self.rx_end - self.rx_start);
                 }
+                let asked = self.rx.len() - self.rx_end;
                 let r = self.s.read(&mut self.rx[self.rx_end..]);
                 if let Ok(n) = r {
                     self.rx_end += n;
                 }
-                r
+                (r, asked)
             };
             match r {
                 Ok(0) => {
@@ -371,7 +375,7 @@ impl SoftConnection {
                     let _ = self.parse();
                     self.fail();
                 }
-                Ok(_) => {
+                Ok(n) => {
                     if direct {
                         let done = self
                             .incoming
@@ -384,6 +388,9 @@ impl SoftConnection {
                         }
                     } else if self.parse().is_err() {
                         self.fail();
+                    }
+                    if n < asked {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -447,14 +454,16 @@ impl SoftConnection {
         timeout: Option<Duration>,
     ) -> Result<usize, FabricError> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // poll(2) first: it returns at once if the socket has data, and saves the read
+        // that would otherwise find it empty right after a post.
         loop {
-            let n = self.poll_completions(out)?;
-            if n > 0 || self.pending.is_empty() {
-                return Ok(n);
+            if !self.ready.is_empty() || self.pending.is_empty() {
+                return Ok(self.drain(out));
             }
             if !self.wait_fd(deadline)? {
                 return Ok(0);
             }
+            self.pump();
         }
     }
 
