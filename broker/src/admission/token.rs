@@ -123,7 +123,8 @@ fn untrusted(text: &str, policy: &Policy) -> TokenCheckError {
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    if policy.issuer(&iss).is_some() {
+    if iss.is_empty() || policy.issuer(&iss).is_some() {
+        // Unreadable claims, or a trusted issuer's name: a forgery or corruption.
         TokenCheckError::Forged(iss)
     } else {
         TokenCheckError::UnknownIssuer(iss.escape_debug().to_string())
