@@ -90,8 +90,13 @@ pub fn recv(sock: &UnixStream) -> Result<Handover, HandoverError> {
     let mut hdr = [0u8; HDR];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
-    let r = recvmsg(sock, &mut [IoSliceMut::new(&mut hdr)], &mut anc, RecvFlags::CMSG_CLOEXEC)
-        .map_err(io::Error::from)?;
+    let r = recvmsg(
+        sock,
+        &mut [IoSliceMut::new(&mut hdr)],
+        &mut anc,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
     let mut uffd = None;
     for m in anc.drain() {
         if let RecvAncillaryMessage::ScmRights(fds) = m {
@@ -129,7 +134,12 @@ pub fn recv(sock: &UnixStream) -> Result<Handover, HandoverError> {
         })
         .collect();
     let uffd = uffd.ok_or(HandoverError::Bad("no file descriptor attached"))?;
-    Ok(Handover { pid, uffd, features, map })
+    Ok(Handover {
+        pid,
+        uffd,
+        features,
+        map,
+    })
 }
 
 /// Writes the final status byte.

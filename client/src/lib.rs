@@ -5,7 +5,9 @@
 
 pub mod cli;
 pub mod faultserve;
+pub mod grant;
 pub mod handover;
+pub mod localsrc;
 pub mod mem;
 pub mod transport;
 pub mod uffd;

@@ -37,7 +37,10 @@ impl Mapping {
         }
         // SAFETY: `p..p+len` is the mapping just created. A failure only means THP stays on.
         unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
-        Ok(Mapping { addr: p.cast(), len })
+        Ok(Mapping {
+            addr: p.cast(),
+            len,
+        })
     }
 
     /// Start address.

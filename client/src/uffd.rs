@@ -156,11 +156,27 @@ impl Msg {
         let u = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
         let u32at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));
         match b[0] {
-            event::PAGEFAULT => Msg::PageFault { flags: u(8), addr: u(16), tid: u32at(24) },
-            event::FORK => Msg::Fork { ufd: u32at(8) as RawFd },
-            event::REMAP => Msg::Remap { from: u(8), to: u(16), len: u(24) },
-            event::REMOVE => Msg::Remove { start: u(8), end: u(16) },
-            event::UNMAP => Msg::Unmap { start: u(8), end: u(16) },
+            event::PAGEFAULT => Msg::PageFault {
+                flags: u(8),
+                addr: u(16),
+                tid: u32at(24),
+            },
+            event::FORK => Msg::Fork {
+                ufd: u32at(8) as RawFd,
+            },
+            event::REMAP => Msg::Remap {
+                from: u(8),
+                to: u(16),
+                len: u(24),
+            },
+            event::REMOVE => Msg::Remove {
+                start: u(8),
+                end: u(16),
+            },
+            event::UNMAP => Msg::Unmap {
+                start: u(8),
+                end: u(16),
+            },
             other => Msg::Unknown(other),
         }
     }
@@ -222,9 +238,16 @@ impl Uffd {
         }
         // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        let mut api = UffdioApi { api: UFFD_API, features, ioctls: 0 };
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features,
+            ioctls: 0,
+        };
         ioctl(fd.as_raw_fd(), UFFDIO_API, &mut api)?;
-        Ok(Uffd { fd, features: api.features })
+        Ok(Uffd {
+            fd,
+            features: api.features,
+        })
     }
 
     /// Wraps a uffd received from elsewhere (API already negotiated by its creator).
@@ -286,7 +309,11 @@ impl Uffd {
 
     /// Maps the zero page over `[start, start+len)` (for ranges the process discarded itself).
     pub fn zeropage(&self, start: u64, len: u64) -> io::Result<()> {
-        let mut z = UffdioZeropage { range: UffdioRange { start, len }, mode: 0, zeropage: 0 };
+        let mut z = UffdioZeropage {
+            range: UffdioRange { start, len },
+            mode: 0,
+            zeropage: 0,
+        };
         ioctl(self.fd.as_raw_fd(), UFFDIO_ZEROPAGE, &mut z)
     }
 
@@ -298,7 +325,10 @@ impl Uffd {
         let end = start + len;
         while at < end {
             let mut p = UffdioPoison {
-                range: UffdioRange { start: at, len: end - at },
+                range: UffdioRange {
+                    start: at,
+                    len: end - at,
+                },
                 mode: 0,
                 updated: 0,
             };
@@ -363,6 +393,13 @@ mod tests {
         b[0] = event::PAGEFAULT;
         b[16..24].copy_from_slice(&0x7f00_1234u64.to_ne_bytes());
         b[24..28].copy_from_slice(&42u32.to_ne_bytes());
-        assert_eq!(Msg::decode(&b), Msg::PageFault { addr: 0x7f00_1234, flags: 0, tid: 42 });
+        assert_eq!(
+            Msg::decode(&b),
+            Msg::PageFault {
+                addr: 0x7f00_1234,
+                flags: 0,
+                tid: 42
+            }
+        );
     }
 }

@@ -86,7 +86,7 @@ impl Rng {
         Rng(seed | 1)
     }
     /// Next value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -102,7 +102,7 @@ pub fn order(n: usize, pattern: Pattern, seed: u64) -> Vec<usize> {
     if pattern == Pattern::Random {
         let mut r = Rng::new(seed);
         for i in (1..n).rev() {
-            let j = (r.next() % (i as u64 + 1)) as usize;
+            let j = (r.next_u64() % (i as u64 + 1)) as usize;
             v.swap(i, j);
         }
     }
@@ -127,7 +127,9 @@ pub fn run_target(size: u64, seed: u64) -> ! {
     // keeps the heap buffer on the brk heap (a `[heap]` mapping).
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30) };
     let mut heap = vec![0u8; heap_len + crate::PAGE * 2];
-    let anon_len = (size as usize).saturating_sub(heap_len + STACK).max(crate::PAGE);
+    let anon_len = (size as usize)
+        .saturating_sub(heap_len + STACK)
+        .max(crate::PAGE);
     let anon = match crate::mem::Mapping::anon(anon_len) {
         Ok(m) => m,
         Err(e) => {
@@ -146,9 +148,17 @@ pub fn run_target(size: u64, seed: u64) -> ! {
         // which this function owns and keeps alive until the process ends.
         let buf = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len as usize) };
         fill(buf, addr, seed);
-        regions.push(OwnedRegion { addr, len, kind: kind.to_string() });
+        regions.push(OwnedRegion {
+            addr,
+            len,
+            kind: kind.to_string(),
+        });
     }
-    let info = TargetInfo { pid: std::process::id() as i32, seed, regions };
+    let info = TargetInfo {
+        pid: std::process::id() as i32,
+        seed,
+        regions,
+    };
     println!("{}", serde_json::to_string(&info).unwrap_or_default());
     use std::io::Write;
     let _ = std::io::stdout().flush();

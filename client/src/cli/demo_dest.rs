@@ -33,6 +33,9 @@ pub struct DemoDestArgs {
     /// Create the uffd with UFFD_USER_MODE_ONLY (what an unprivileged restorer can do).
     #[arg(long)]
     pub user_mode_only: bool,
+    /// Sleep this many microseconds after each page (tests: a slow toucher).
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub touch_delay_us: u64,
 }
 
 /// What the destination reports (one JSON line on stdout).
@@ -68,7 +71,8 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
     let mut map = Vec::new();
     for r in &info.regions {
         let m = Mapping::anon(r.len as usize)?;
-        uffd.register_missing(m.addr(), r.len).context("UFFDIO_REGISTER")?;
+        uffd.register_missing(m.addr(), r.len)
+            .context("UFFDIO_REGISTER")?;
         map.push((r.addr, m.addr(), r.len));
         maps.push(m);
     }
@@ -83,7 +87,13 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e).context("connecting to the fault server"),
         }
     };
-    handover::send(&sock, std::process::id() as i32, &uffd, uffd.features(), &map)?;
+    handover::send(
+        &sock,
+        std::process::id() as i32,
+        &uffd,
+        uffd.features(),
+        &map,
+    )?;
     let started = Instant::now();
     // Watchdog: a status byte ends the wait; EOF or failure aborts the whole process at
     // once, while any thread blocked on a missing page stays blocked (we hold the uffd).
@@ -101,8 +111,11 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
             std::process::exit(3)
         }
     });
+    let mut watchdog = Some(watchdog);
     if a.pattern == Pattern::Idle {
-        let _ = watchdog.join();
+        if let Some(w) = watchdog.take() {
+            let _ = w.join();
+        }
     }
     let mut rep = DestReport::default();
     let mut lat = Vec::new();
@@ -120,12 +133,18 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
             // SAFETY: as above; the page is present now.
             let page = unsafe { std::slice::from_raw_parts(m.as_ptr().add(off), crate::PAGE) };
             rep.pages_verified += 1;
+            if a.touch_delay_us > 0 {
+                std::thread::sleep(Duration::from_micros(a.touch_delay_us));
+            }
             if mismatches(page, r.addr + off as u64, info.seed) > 0 {
                 rep.mismatches += 1;
                 if page.iter().all(|&b| b == 0) {
                     rep.zero_pages += 1;
                 }
-                eprintln!("memgate demo destination: MISMATCH at source {:#x}", r.addr + off as u64);
+                eprintln!(
+                    "memgate demo destination: MISMATCH at source {:#x}",
+                    r.addr + off as u64
+                );
             }
         }
     }
@@ -133,8 +152,8 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
     lat.sort_unstable();
     rep.touch_p50_us = percentile(&lat, 50.0) as f64 / 1000.0;
     rep.touch_p99_us = percentile(&lat, 99.0) as f64 / 1000.0;
-    if a.pattern != Pattern::Idle {
-        let _ = watchdog.join();
+    if let Some(w) = watchdog.take() {
+        let _ = w.join();
     }
     rep.complete = complete.load(Ordering::SeqCst);
     println!("{}", serde_json::to_string(&rep)?);

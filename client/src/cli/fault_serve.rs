@@ -3,16 +3,16 @@
 //! (`--uffd-socket`) or a mirror mapping owned by this process (`--mirror`).
 
 use crate::faultserve::{Config, Engine, EngineError, Layout, Region, Report};
-use crate::grant::{parse_peer_secret, GrantDoc};
+use crate::grant::{read_grant, read_peer_seed};
 use crate::handover;
 use crate::mem::Mapping;
 use crate::transport::fabric::FabricConnector;
 use crate::transport::rawtcp::RawConnector;
 use crate::transport::Connector;
-use crate::uffd::{feature, Uffd};
+use crate::uffd::Uffd;
 use anyhow::{bail, Context};
 use clap::Args;
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
@@ -98,25 +98,34 @@ fn source(a: &FaultServeArgs) -> anyhow::Result<Source> {
                 Ok((hex(x)?, hex(y)?, 0))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        return Ok(Source { regions, connector: Box::new(RawConnector(raw)), expires: None });
+        return Ok(Source {
+            regions,
+            connector: Box::new(RawConnector(raw)),
+            expires: None,
+        });
     }
     let g = a.grant.as_deref().context("--grant is required")?;
-    let text = if g == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        s
-    } else {
-        std::fs::read_to_string(g).with_context(|| format!("reading grant {g}"))?
-    };
-    let grant = GrantDoc::parse(&text)?;
+    let grant = read_grant(g)?;
     let kp = a.peer_key.as_ref().context("--peer-key is required")?;
-    let key = std::fs::read_to_string(kp).with_context(|| format!("reading {}", kp.display()))?;
-    let seed = parse_peer_secret(&key)?;
-    let connector = FabricConnector::new(&grant.endpoint, grant.id_bytes()?, seed)?;
+    let seed = read_peer_seed(kp)?;
+    source_for_grant(&grant, seed)
+}
+
+/// The fabric source of a grant, authenticated with the peer key `seed`.
+pub fn source_for_grant(grant: &memgate_proto::Grant, seed: [u8; 32]) -> anyhow::Result<Source> {
+    let expires = std::time::UNIX_EPOCH + std::time::Duration::from_secs(grant.expires_unix);
+    if std::time::SystemTime::now() >= expires {
+        bail!("grant {} expired already", grant.id);
+    }
+    let connector = FabricConnector::new(&grant.endpoint, grant.id.0, seed)?;
     Ok(Source {
-        regions: grant.regions.iter().map(|r| (r.addr, r.len, r.rkey)).collect(),
+        regions: grant
+            .regions
+            .iter()
+            .map(|r| (r.addr, r.len, r.rkey))
+            .collect(),
         connector: Box::new(connector),
-        expires: Some(grant.expires()),
+        expires: Some(expires),
     })
 }
 
@@ -124,12 +133,20 @@ fn source(a: &FaultServeArgs) -> anyhow::Result<Source> {
 pub fn layout_for(src: &[(u64, u64, u32)], map: &[(u64, u64, u64)]) -> anyhow::Result<Layout> {
     let mut regions = Vec::new();
     for &(addr, len, rkey) in src {
-        let dst = match map.iter().find(|(s, _, l)| addr >= *s && addr + len <= s + l) {
+        let dst = match map
+            .iter()
+            .find(|(s, _, l)| addr >= *s && addr + len <= s + l)
+        {
             Some((s, d, _)) => d + (addr - s),
             None if map.is_empty() => addr,
             None => bail!("source region {addr:#x}+{len:#x} is not covered by the mapping"),
         };
-        regions.push(Region { src: addr, dst, len, rkey });
+        regions.push(Region {
+            src: addr,
+            dst,
+            len,
+            rkey,
+        });
     }
     Ok(Layout::new(&regions)?)
 }
@@ -176,11 +193,17 @@ pub fn drive(
         Err(e @ EngineError::DestinationGone(_)) => Err(e.into()),
         Err(e) => {
             let how = match &engine.poisoned {
-                Some(Ok(n)) => format!("{n} missing pages poisoned: any access raises SIGBUS, never a zero page"),
-                Some(Err(pe)) => format!("poisoning failed ({pe}); the destination must be stopped"),
+                Some(Ok(n)) => format!(
+                    "{n} missing pages poisoned: any access raises SIGBUS, never a zero page"
+                ),
+                Some(Err(pe)) => {
+                    format!("poisoning failed ({pe}); the destination must be stopped")
+                }
                 None => String::new(),
             };
-            Err(anyhow::anyhow!("migration failed: {e}; {how}; grant not committed"))
+            Err(anyhow::anyhow!(
+                "migration failed: {e}; {how}; grant not committed"
+            ))
         }
     }
 }
@@ -210,12 +233,20 @@ pub fn run(a: FaultServeArgs) -> anyhow::Result<()> {
     if a.mirror {
         return run_mirror(&a, &src, cfg);
     }
-    let path = a.uffd_socket.as_ref().context("give --uffd-socket PATH or --mirror")?;
+    let path = a
+        .uffd_socket
+        .as_ref()
+        .context("give --uffd-socket PATH or --mirror")?;
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     let (sock, _) = listener.accept().context("accepting the restorer")?;
     let h = handover::recv(&sock)?;
-    let map = if h.map.is_empty() { parse_map(&a.map)? } else { h.map.clone() };
+    let map = if h.map.is_empty() {
+        parse_map(&a.map)?
+    } else {
+        h.map.clone()
+    };
     let layout = layout_for(&src.regions, &map)?;
     let watch = rustix::process::pidfd_open(
         rustix::process::Pid::from_raw(h.pid).context("bad pid in hand-over")?,
@@ -224,7 +255,11 @@ pub fn run(a: FaultServeArgs) -> anyhow::Result<()> {
     .ok();
     let uffd = Uffd::from_fd(h.uffd, h.features);
     let res = drive(&uffd, layout, src.connector.as_ref(), cfg, watch);
-    let status = if res.is_ok() { handover::STATUS_COMPLETE } else { handover::STATUS_FAILED };
+    let status = if res.is_ok() {
+        handover::STATUS_COMPLETE
+    } else {
+        handover::STATUS_FAILED
+    };
     let _ = handover::send_status(&sock, status);
     let r = res?;
     print_report(&r, a.json, serde_json::json!({}));
@@ -232,13 +267,15 @@ pub fn run(a: FaultServeArgs) -> anyhow::Result<()> {
 }
 
 fn run_mirror(a: &FaultServeArgs, src: &Source, cfg: Config) -> anyhow::Result<()> {
-    let uffd = Uffd::create(true, feature::EVENT_REMOVE | feature::EVENT_UNMAP)
-        .context("userfaultfd(UFFD_USER_MODE_ONLY)")?;
+    // No non-cooperative events here: this process owns the mapping, and an UNMAP event
+    // raised by our own munmap would wait for a reader that is that same thread.
+    let uffd = Uffd::create(true, 0).context("userfaultfd(UFFD_USER_MODE_ONLY)")?;
     let mut maps = Vec::new();
     let mut map = Vec::new();
     for &(addr, len, _) in &src.regions {
         let m = Mapping::anon(len as usize)?;
-        uffd.register_missing(m.addr(), len).context("UFFDIO_REGISTER")?;
+        uffd.register_missing(m.addr(), len)
+            .context("UFFDIO_REGISTER")?;
         map.push((addr, m.addr(), len));
         maps.push(m);
     }

@@ -1,10 +1,13 @@
 //! Command-line interface of `memgate`: one module per subcommand group.
 
+pub mod demo_dest;
+pub mod export;
+pub mod fault_serve;
 pub mod key;
 pub mod policy;
 pub mod token;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// memgate: request memory exports from memgated, manage keys, policies and tokens, and
 /// serve post-copy page faults on the destination host.
@@ -14,6 +17,17 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `memgate __demo-target` options (the demo's source workload).
+#[derive(Debug, Args)]
+pub struct DemoTargetArgs {
+    /// Bytes to fill (heap, anonymous mapping and stack together).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub size: u64,
+    /// Pattern seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Top-level subcommands.
@@ -28,6 +42,22 @@ pub enum Command {
     /// Mint, inspect and verify export tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Ask memgated to export a process's memory; prints the grant JSON.
+    Export(export::ExportArgs),
+    /// Revoke a grant.
+    Revoke(export::RevokeArgs),
+    /// List this user's grants.
+    Grants(export::GrantsArgs),
+    /// Wait until a grant is committed by its fault server (or revoked / expired).
+    Wait(export::WaitArgs),
+    /// Serve a destination's page faults from a grant (userfaultfd + fabric READs).
+    FaultServe(fault_serve::FaultServeArgs),
+    /// The demo's source workload (internal).
+    #[command(name = "__demo-target", hide = true)]
+    DemoTarget(DemoTargetArgs),
+    /// The demo's destination workload (internal).
+    #[command(name = "__demo-dest", hide = true)]
+    DemoDest(demo_dest::DemoDestArgs),
 }
 
 /// Runs the parsed command line.
@@ -36,5 +66,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(c) => key::run(c),
         Command::Policy(c) => policy::run(c),
         Command::Token(c) => token::run(c),
+        Command::Export(a) => export::run_export(a),
+        Command::Revoke(a) => export::run_revoke(a),
+        Command::Grants(a) => export::run_grants(a),
+        Command::Wait(a) => export::run_wait(a),
+        Command::FaultServe(a) => fault_serve::run(a),
+        Command::DemoTarget(a) => crate::workload::run_target(a.size, a.seed),
+        Command::DemoDest(a) => demo_dest::run(a),
     }
 }

@@ -100,9 +100,16 @@ struct Link {
 
 impl Link {
     fn pollfd(&self) -> libc::pollfd {
-        let (fd, out) = self.conn.as_ref().map_or((-1, false), |c| (c.raw_fd(), c.wants_write()));
+        let (fd, out) = self
+            .conn
+            .as_ref()
+            .map_or((-1, false), |c| (c.raw_fd(), c.wants_write()));
         let events = libc::POLLIN | if out { libc::POLLOUT } else { 0 };
-        libc::pollfd { fd, events, revents: 0 }
+        libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        }
     }
 }
 
@@ -154,9 +161,16 @@ impl<'a> Engine<'a> {
         watch: Option<OwnedFd>,
     ) -> Result<Engine<'a>, EngineError> {
         let total = layout.total();
-        let demand = Link { conn: Some(connector.connect()?), inflight: HashMap::new() };
+        let demand = Link {
+            conn: Some(connector.connect()?),
+            inflight: HashMap::new(),
+        };
         let prefetch = Link {
-            conn: if cfg.no_prefetch { None } else { Some(connector.connect()?) },
+            conn: if cfg.no_prefetch {
+                None
+            } else {
+                Some(connector.connect()?)
+            },
             inflight: HashMap::new(),
         };
         Ok(Engine {
@@ -214,7 +228,12 @@ impl<'a> Engine<'a> {
 
     /// Report of what happened so far (for failures).
     pub fn report_so_far(&self) -> Report {
-        Report::new(self.layout.total() as u64, &self.c, self.started.elapsed(), false)
+        Report::new(
+            self.layout.total() as u64,
+            &self.c,
+            self.started.elapsed(),
+            false,
+        )
     }
 
     fn serve(&mut self) -> Result<Duration, EngineError> {
@@ -233,7 +252,11 @@ impl<'a> Engine<'a> {
             }
             self.fill_prefetch()?;
             let mut fds = [
-                libc::pollfd { fd: self.uffd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd {
+                    fd: self.uffd.as_fd().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
                 self.demand.pollfd(),
                 self.prefetch.pollfd(),
                 libc::pollfd {
@@ -294,7 +317,12 @@ impl<'a> Engine<'a> {
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                             self.uffd.wake(a, PAGE as u64).map_err(uerr("wake"))?
                         }
-                        Err(e) => return Err(EngineError::Uffd { op: "zeropage", err: e }),
+                        Err(e) => {
+                            return Err(EngineError::Uffd {
+                                op: "zeropage",
+                                err: e,
+                            })
+                        }
                     }
                 } else if s & DEMAND == 0 {
                     self.state[p] |= DEMAND;
@@ -337,9 +365,19 @@ impl<'a> Engine<'a> {
             .layout
             .src_of(page)
             .ok_or_else(|| EngineError::BadCompletion(format!("page {page} out of range")))?;
-        let posted = Posted { page, pages, src, len: (pages * PAGE) as u32, rkey };
+        let posted = Posted {
+            page,
+            pages,
+            src,
+            len: (pages * PAGE) as u32,
+            rkey,
+        };
         let wr_id = page as u64 | if prefetch { PREFETCH_TAG } else { 0 };
-        let link = if prefetch { &mut self.prefetch } else { &mut self.demand };
+        let link = if prefetch {
+            &mut self.prefetch
+        } else {
+            &mut self.demand
+        };
         link.inflight.insert(wr_id, posted);
         let res = match link.conn.as_mut() {
             Some(c) => c.post_read(wr_id, src, posted.len, rkey),
@@ -358,12 +396,19 @@ impl<'a> Engine<'a> {
             if self.cfg.expires.is_some_and(|t| SystemTime::now() >= t) {
                 break;
             }
-            tracing::warn!("connection to {} lost ({last}); reconnecting", self.connector.endpoint());
+            tracing::warn!(
+                "connection to {} lost ({last}); reconnecting",
+                self.connector.endpoint()
+            );
             std::thread::sleep(delay);
             delay *= 2;
             match self.connector.connect() {
                 Ok(mut conn) => {
-                    let link = if prefetch { &mut self.prefetch } else { &mut self.demand };
+                    let link = if prefetch {
+                        &mut self.prefetch
+                    } else {
+                        &mut self.demand
+                    };
                     let mut ok = true;
                     for (wr_id, p) in &link.inflight {
                         if let Err(e) = conn.post_read(*wr_id, p.src, p.len, p.rkey) {
@@ -387,7 +432,11 @@ impl<'a> Engine<'a> {
     fn pump(&mut self, prefetch: bool) -> Result<(), EngineError> {
         let mut comps = std::mem::take(&mut self.completions);
         comps.clear();
-        let link = if prefetch { &mut self.prefetch } else { &mut self.demand };
+        let link = if prefetch {
+            &mut self.prefetch
+        } else {
+            &mut self.demand
+        };
         let res = match link.conn.as_mut() {
             Some(c) => c.poll(&mut comps),
             None => Ok(()),
@@ -397,7 +446,11 @@ impl<'a> Engine<'a> {
         }
         self.completions = comps;
         if let Err(e) = res {
-            let link = if prefetch { &mut self.prefetch } else { &mut self.demand };
+            let link = if prefetch {
+                &mut self.prefetch
+            } else {
+                &mut self.demand
+            };
             link.conn = None;
             self.reconnect(prefetch, e)?;
         }
@@ -406,9 +459,16 @@ impl<'a> Engine<'a> {
 
     fn on_completion(&mut self, comp: Completion) -> Result<(), EngineError> {
         let prefetch = comp.wr_id & PREFETCH_TAG != 0;
-        let link = if prefetch { &mut self.prefetch } else { &mut self.demand };
+        let link = if prefetch {
+            &mut self.prefetch
+        } else {
+            &mut self.demand
+        };
         let Some(p) = link.inflight.remove(&comp.wr_id) else {
-            return Err(EngineError::BadCompletion(format!("unknown wr_id {:#x}", comp.wr_id)));
+            return Err(EngineError::BadCompletion(format!(
+                "unknown wr_id {:#x}",
+                comp.wr_id
+            )));
         };
         let payload = match comp.result {
             Ok(d) => d,
@@ -418,7 +478,13 @@ impl<'a> Engine<'a> {
                 link.conn = None;
                 return self.reconnect(prefetch, TransportError::Lost("READ flushed".into()));
             }
-            Err(failure) => return Err(EngineError::Read { addr: p.src, len: p.len, failure }),
+            Err(failure) => {
+                return Err(EngineError::Read {
+                    addr: p.src,
+                    len: p.len,
+                    failure,
+                })
+            }
         };
         let data: &[u8] = (*payload).as_ref();
         if data.len() != p.len as usize {
@@ -442,7 +508,13 @@ impl<'a> Engine<'a> {
 
     /// Copies `data` (pages `page..page+pages`) into every page still missing, in slices,
     /// serving faults between slices when `prefetch`.
-    fn fill(&mut self, page: usize, pages: usize, data: &[u8], prefetch: bool) -> Result<(), EngineError> {
+    fn fill(
+        &mut self,
+        page: usize,
+        pages: usize,
+        data: &[u8],
+        prefetch: bool,
+    ) -> Result<(), EngineError> {
         let max_slice = (self.cfg.copy_slice / PAGE).max(1);
         let mut i = 0;
         while i < pages {
@@ -470,27 +542,25 @@ impl<'a> Engine<'a> {
                 n += 1;
             }
             let bytes = &data[i * PAGE..(i + n) * PAGE];
-            let done = match self.uffd.copy(dst, bytes, true).map_err(uerr("copy"))? {
-                CopyOutcome::Done => n,
+            // `skip`: the page after the copied part already exists (count it present,
+            // move past it); on EAGAIN the same page is retried after reading events.
+            let (done, skip) = match self.uffd.copy(dst, bytes, true).map_err(uerr("copy"))? {
+                CopyOutcome::Done => (n, 0),
                 CopyOutcome::Exists { copied } => {
                     let k = copied as usize / PAGE;
-                    // The page after the copied part exists already: count it as present.
                     self.mark_present(p + k, prefetch, false);
-                    k
+                    (k, 1)
                 }
                 CopyOutcome::Again { copied } => {
                     self.drain_uffd()?;
-                    copied as usize / PAGE
+                    (copied as usize / PAGE, 0)
                 }
                 CopyOutcome::Gone => return Err(EngineError::DestinationGone(self.remaining)),
             };
             for k in 0..done {
                 self.mark_present(p + k, prefetch, true);
             }
-            i += done;
-            if matches!(done, 0) {
-                i += 1;
-            }
+            i += done + skip;
             if prefetch && i < pages {
                 // Keep demand faults moving while a large chunk is copied.
                 self.drain_uffd()?;
@@ -528,19 +598,35 @@ impl<'a> Engine<'a> {
         }
         let chunk_pages = (self.cfg.chunk / PAGE).max(1);
         while self.prefetch.inflight.len() < self.cfg.depth {
-            let start = match self.hint.take().and_then(|h| self.first_free_near(h, chunk_pages)) {
+            let start = match self
+                .hint
+                .take()
+                .and_then(|h| self.first_free_near(h, chunk_pages))
+            {
                 Some(s) => s,
                 None => {
                     while self.cursor < self.state.len() && self.state[self.cursor] != 0 {
                         self.cursor += 1;
                     }
                     if self.cursor >= self.state.len() {
+                        // A page can become wanted again behind the cursor (a copy that
+                        // was interrupted): rescan once nothing is in flight.
+                        if self.remaining > 0 && self.prefetch.inflight.is_empty() {
+                            self.cursor = 0;
+                            if self.state.iter().all(|&s| s != 0) {
+                                self.cursor = self.state.len();
+                                return Ok(());
+                            }
+                            continue;
+                        }
                         return Ok(());
                     }
                     self.cursor
                 }
             };
-            let Some((_, _, run_left)) = self.layout.src_of(start) else { return Ok(()) };
+            let Some((_, _, run_left)) = self.layout.src_of(start) else {
+                return Ok(());
+            };
             let limit = chunk_pages.min(run_left);
             let mut n = 0;
             while n < limit && start + n < self.state.len() && self.state[start + n] == 0 {

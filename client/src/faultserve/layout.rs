@@ -71,11 +71,24 @@ impl Layout {
         let p = PAGE as u64;
         for r in regions {
             if r.len == 0 || r.src % p != 0 || r.dst % p != 0 || r.len % p != 0 {
-                return Err(LayoutError::Unaligned { src: r.src, dst: r.dst, len: r.len });
+                return Err(LayoutError::Unaligned {
+                    src: r.src,
+                    dst: r.dst,
+                    len: r.len,
+                });
             }
             let pages = (r.len / p) as usize;
-            src.push(SrcRun { first, pages, src: r.src, rkey: r.rkey });
-            dst.push(DstRun { dst: r.dst, first, pages });
+            src.push(SrcRun {
+                first,
+                pages,
+                src: r.src,
+                rkey: r.rkey,
+            });
+            dst.push(DstRun {
+                dst: r.dst,
+                first,
+                pages,
+            });
             first += pages;
         }
         dst.sort_by_key(|d| d.dst);
@@ -84,7 +97,11 @@ impl Layout {
                 return Err(LayoutError::Overlap(w[1].dst));
             }
         }
-        Ok(Layout { src, dst, total: first })
+        Ok(Layout {
+            src,
+            dst,
+            total: first,
+        })
     }
 
     /// Number of pages.
@@ -104,7 +121,9 @@ impl Layout {
 
     /// Page index of a destination address.
     pub fn page_at(&self, addr: u64) -> Option<usize> {
-        let i = self.dst.partition_point(|d| d.dst + (d.pages * PAGE) as u64 <= addr);
+        let i = self
+            .dst
+            .partition_point(|d| d.dst + (d.pages * PAGE) as u64 <= addr);
         let d = self.dst.get(i)?;
         (addr >= d.dst).then(|| d.first + ((addr - d.dst) as usize / PAGE))
     }
@@ -112,10 +131,13 @@ impl Layout {
     /// Destination address of a page and the number of pages contiguous with it (in both
     /// page index and destination address).
     pub fn dst_of(&self, page: usize) -> Option<(u64, usize)> {
-        self.dst.iter().find(|d| page >= d.first && page < d.first + d.pages).map(|d| {
-            let off = page - d.first;
-            (d.dst + (off * PAGE) as u64, d.pages - off)
-        })
+        self.dst
+            .iter()
+            .find(|d| page >= d.first && page < d.first + d.pages)
+            .map(|d| {
+                let off = page - d.first;
+                (d.dst + (off * PAGE) as u64, d.pages - off)
+            })
     }
 
     /// Destination runs, sorted by address.
@@ -156,11 +178,23 @@ impl Layout {
             }
             let pg = |a: u64| d.first + ((a - d.dst) as usize) / PAGE;
             if d.dst < lo {
-                out.push(DstRun { dst: d.dst, first: d.first, pages: pg(lo) - d.first });
+                out.push(DstRun {
+                    dst: d.dst,
+                    first: d.first,
+                    pages: pg(lo) - d.first,
+                });
             }
-            out.push(DstRun { dst: lo - from + to, first: pg(lo), pages: pg(hi) - pg(lo) });
+            out.push(DstRun {
+                dst: lo - from + to,
+                first: pg(lo),
+                pages: pg(hi) - pg(lo),
+            });
             if hi < d_end {
-                out.push(DstRun { dst: hi, first: pg(hi), pages: d.first + d.pages - pg(hi) });
+                out.push(DstRun {
+                    dst: hi,
+                    first: pg(hi),
+                    pages: d.first + d.pages - pg(hi),
+                });
             }
         }
         out.sort_by_key(|d| d.dst);
@@ -175,8 +209,18 @@ mod tests {
 
     fn two() -> Layout {
         Layout::new(&[
-            Region { src: 0x10000, dst: 0x90000, len: 4 * P, rkey: 1 },
-            Region { src: 0x40000, dst: 0x50000, len: 2 * P, rkey: 2 },
+            Region {
+                src: 0x10000,
+                dst: 0x90000,
+                len: 4 * P,
+                rkey: 1,
+            },
+            Region {
+                src: 0x40000,
+                dst: 0x50000,
+                len: 2 * P,
+                rkey: 2,
+            },
         ])
         .unwrap()
     }
@@ -206,10 +250,26 @@ mod tests {
 
     #[test]
     fn rejects_overlap_and_misalignment() {
-        assert!(Layout::new(&[Region { src: 1, dst: 0, len: P, rkey: 0 }]).is_err());
+        assert!(Layout::new(&[Region {
+            src: 1,
+            dst: 0,
+            len: P,
+            rkey: 0
+        }])
+        .is_err());
         assert!(Layout::new(&[
-            Region { src: 0, dst: 0, len: 2 * P, rkey: 0 },
-            Region { src: 0, dst: P, len: P, rkey: 0 }
+            Region {
+                src: 0,
+                dst: 0,
+                len: 2 * P,
+                rkey: 0
+            },
+            Region {
+                src: 0,
+                dst: P,
+                len: P,
+                rkey: 0
+            }
         ])
         .is_err());
     }

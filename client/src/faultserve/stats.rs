@@ -84,7 +84,11 @@ impl Report {
             fault_max_us: us(lat.last().copied().unwrap_or(0)),
             bytes_received: c.bytes_received,
             all_present_s: secs,
-            throughput_mb_s: if secs > 0.0 { c.bytes_received as f64 / secs / 1e6 } else { 0.0 },
+            throughput_mb_s: if secs > 0.0 {
+                c.bytes_received as f64 / secs / 1e6
+            } else {
+                0.0
+            },
             reconnects: c.reconnects,
             committed,
         }
@@ -98,7 +102,10 @@ impl Report {
         row("pages demand-faulted", self.pages_on_demand.to_string());
         row("pages prefetched", self.pages_prefetched.to_string());
         if self.pages_discarded > 0 {
-            row("pages discarded by process", self.pages_discarded.to_string());
+            row(
+                "pages discarded by process",
+                self.pages_discarded.to_string(),
+            );
         }
         row(
             "fault latency p50/p90/p99/max",
@@ -108,9 +115,19 @@ impl Report {
             ),
         );
         row("throughput", format!("{:.0} MB/s", self.throughput_mb_s));
-        row("time to all pages present", format!("{:.3} s", self.all_present_s));
+        row(
+            "time to all pages present",
+            format!("{:.3} s", self.all_present_s),
+        );
         row("reconnects", self.reconnects.to_string());
-        row("committed", if self.committed { "yes".into() } else { "no".into() });
+        row(
+            "committed",
+            if self.committed {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+        );
         s
     }
 }

@@ -35,9 +35,13 @@ impl Transport for FabricTransport {
                 WcStatus::RemoteOperationError => Err(ReadFailure::RemoteOperation),
                 WcStatus::Flushed => Err(ReadFailure::Flushed),
             };
-            out.push(Completion { wr_id: c.wr_id, result });
+            out.push(Completion {
+                wr_id: c.wr_id,
+                result,
+            });
         }
-        res.map(|_| ()).map_err(|e| TransportError::Lost(e.to_string()))
+        res.map(|_| ())
+            .map_err(|e| TransportError::Lost(e.to_string()))
     }
 
     fn raw_fd(&self) -> RawFd {
@@ -49,7 +53,9 @@ impl Transport for FabricTransport {
     }
 
     fn commit(&mut self) -> Result<(), TransportError> {
-        self.conn.commit(self.grant).map_err(|e| TransportError::Commit(e.to_string()))
+        self.conn
+            .commit(self.grant)
+            .map_err(|e| TransportError::Commit(e.to_string()))
     }
 }
 
@@ -68,16 +74,28 @@ impl FabricConnector {
             endpoint: endpoint.to_string(),
             reason: e.to_string(),
         })?;
-        Ok(FabricConnector { endpoint: ep, text: endpoint.to_string(), grant, seed })
+        Ok(FabricConnector {
+            endpoint: ep,
+            text: endpoint.to_string(),
+            grant,
+            seed,
+        })
     }
 }
 
 impl Connector for FabricConnector {
     fn connect(&self) -> Result<Box<dyn Transport>, TransportError> {
         let conn = Connection::connect(&self.endpoint, self.grant, self.seed).map_err(|e| {
-            TransportError::Connect { endpoint: self.text.clone(), reason: e.to_string() }
+            TransportError::Connect {
+                endpoint: self.text.clone(),
+                reason: e.to_string(),
+            }
         })?;
-        Ok(Box::new(FabricTransport { conn, grant: self.grant, buf: Vec::new() }))
+        Ok(Box::new(FabricTransport {
+            conn,
+            grant: self.grant,
+            buf: Vec::new(),
+        }))
     }
 
     fn endpoint(&self) -> String {

@@ -26,16 +26,30 @@ pub struct RawTcp {
 impl RawTcp {
     /// Connects to a [`serve`] endpoint.
     pub fn connect(addr: SocketAddr) -> Result<RawTcp, TransportError> {
-        let err = |e: io::Error| TransportError::Connect { endpoint: addr.to_string(), reason: e.to_string() };
+        let err = |e: io::Error| TransportError::Connect {
+            endpoint: addr.to_string(),
+            reason: e.to_string(),
+        };
         let sock = TcpStream::connect(addr).map_err(err)?;
         sock.set_nodelay(true).map_err(err)?;
         sock.set_nonblocking(true).map_err(err)?;
-        Ok(RawTcp { sock, buf: Vec::with_capacity(4 << 20), start: 0 })
+        Ok(RawTcp {
+            sock,
+            buf: Vec::with_capacity(4 << 20),
+            start: 0,
+        })
     }
 
     /// Blocking single request/reply (the baseline fault path): returns the data.
-    pub fn read_blocking(&mut self, addr: u64, len: u32, out: &mut [u8]) -> Result<(), TransportError> {
-        self.sock.set_nonblocking(false).map_err(|e| TransportError::Lost(e.to_string()))?;
+    pub fn read_blocking(
+        &mut self,
+        addr: u64,
+        len: u32,
+        out: &mut [u8],
+    ) -> Result<(), TransportError> {
+        self.sock
+            .set_nonblocking(false)
+            .map_err(|e| TransportError::Lost(e.to_string()))?;
         let mut req = [0u8; REQ];
         req[8..16].copy_from_slice(&addr.to_le_bytes());
         req[16..20].copy_from_slice(&len.to_le_bytes());
@@ -45,15 +59,25 @@ impl RawTcp {
         self.sock.read_exact(&mut hdr).map_err(lost)?;
         let status = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
         if status != 0 {
-            return Err(TransportError::Protocol(format!("read failed, status {status}")));
+            return Err(TransportError::Protocol(format!(
+                "read failed, status {status}"
+            )));
         }
-        self.sock.read_exact(&mut out[..len as usize]).map_err(lost)?;
+        self.sock
+            .read_exact(&mut out[..len as usize])
+            .map_err(lost)?;
         Ok(())
     }
 }
 
 impl Transport for RawTcp {
-    fn post_read(&mut self, wr_id: u64, remote_addr: u64, len: u32, rkey: u32) -> Result<(), TransportError> {
+    fn post_read(
+        &mut self,
+        wr_id: u64,
+        remote_addr: u64,
+        len: u32,
+        rkey: u32,
+    ) -> Result<(), TransportError> {
         let mut req = [0u8; REQ];
         req[0..8].copy_from_slice(&wr_id.to_le_bytes());
         req[8..16].copy_from_slice(&remote_addr.to_le_bytes());
@@ -65,7 +89,11 @@ impl Transport for RawTcp {
                 Ok(0) => return Err(TransportError::Lost("peer closed".into())),
                 Ok(n) => off += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut pfd = libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                    let mut pfd = libc::pollfd {
+                        fd: self.sock.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
                     // SAFETY: one valid pollfd, count 1.
                     unsafe { libc::poll(&mut pfd, 1, 100) };
                 }
@@ -167,7 +195,8 @@ pub fn serve(listener: TcpListener, mem: Arc<std::fs::File>, lo: u64, hi: u64) {
                 let len = u32::from_le_bytes(req[16..20].try_into().unwrap_or([0; 4]));
                 let mut hdr = [0u8; HDR];
                 hdr[0..8].copy_from_slice(wr_id);
-                let in_range = len <= MAX_LEN && addr >= lo && addr.saturating_add(len as u64) <= hi;
+                let in_range =
+                    len <= MAX_LEN && addr >= lo && addr.saturating_add(len as u64) <= hi;
                 data.resize(len as usize, 0);
                 let status: u32 = if !in_range {
                     1

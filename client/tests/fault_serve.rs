@@ -1,0 +1,220 @@
+//! `memgate fault-serve` against the fabric directly (a soft responder in the test process
+//! serving a real, frozen target through its /proc/PID/mem): byte-exact migration into a
+//! mirror and into a handed-over destination, and fail-closed behaviour when the key is
+//! revoked, the responder dies or the source process dies mid-migration.
+
+use memgate::localsrc::{self, LocalSource};
+use memgate::workload::TargetInfo;
+use memgate_fabric::{FabricEvent, Responder};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_memgate");
+
+struct Target {
+    child: Child,
+    info: TargetInfo,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn target(size: u64) -> Target {
+    let mut child = Command::new(BIN)
+        .args(["__demo-target", "--size", &size.to_string(), "--seed", "77"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn target");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let info: TargetInfo = serde_json::from_str(&line).expect("target info");
+    Target { child, info }
+}
+
+fn source_of(t: &Target) -> LocalSource {
+    let regions: Vec<(u64, u64)> = t.info.regions.iter().map(|r| (r.addr, r.len)).collect();
+    localsrc::serve(t.info.pid, &regions, Duration::from_secs(120)).expect("local source")
+}
+
+fn files(dir: &Path, src: &LocalSource) -> (PathBuf, PathBuf) {
+    let g = dir.join("grant.json");
+    std::fs::write(&g, src.grant.to_json_pretty()).expect("grant");
+    let k = dir.join("peer.key");
+    let key = memgate_policy::keys::SecretKey::from_seed(src.seed).expect("key");
+    std::fs::write(&k, key.to_paserk()).expect("key file");
+    (g, k)
+}
+
+fn committed(src: &LocalSource) -> bool {
+    src.events
+        .try_iter()
+        .any(|e| matches!(e, FabricEvent::Commit { .. }))
+}
+
+#[test]
+fn mirror_is_byte_identical_to_the_source_and_commits() {
+    let t = target(8 << 20);
+    let src = source_of(&t);
+    let dir = tempfile::tempdir().expect("tmp");
+    let (g, k) = files(dir.path(), &src);
+    let out = Command::new(BIN)
+        .arg("fault-serve")
+        .args([
+            "--grant".as_ref(),
+            g.as_os_str(),
+            "--peer-key".as_ref(),
+            k.as_os_str(),
+        ])
+        .args([
+            "--mirror",
+            "--json",
+            "--verify-pid",
+            &t.info.pid.to_string(),
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let total: u64 = t.info.regions.iter().map(|r| r.len / 4096).sum();
+    assert_eq!(v["pages_total"], total);
+    assert_eq!(v["pages_verified"], total);
+    assert_eq!(v["mismatches"], 0);
+    assert_eq!(v["committed"], true);
+    assert!(committed(&src), "the responder saw no COMMIT");
+}
+
+/// Starts fault-serve on a hand-over socket and the destination workload against it.
+fn run_pair(
+    dir: &Path,
+    src: &LocalSource,
+    t: &Target,
+    extra_fs: &[&str],
+    dest: &[&str],
+) -> (Child, Child) {
+    let (g, k) = files(dir, src);
+    let sock = dir.join("uffd.sock");
+    let fs = Command::new(BIN)
+        .arg("fault-serve")
+        .args([
+            "--grant".as_ref(),
+            g.as_os_str(),
+            "--peer-key".as_ref(),
+            k.as_os_str(),
+        ])
+        .args(["--uffd-socket".as_ref(), sock.as_os_str()])
+        .arg("--json")
+        .args(extra_fs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fault-serve");
+    let info = serde_json::to_string(&t.info).expect("info");
+    let d = Command::new(BIN)
+        .args(["__demo-dest", "--info", &info])
+        .args(["--socket".as_ref(), sock.as_os_str()])
+        .args(dest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dest");
+    (fs, d)
+}
+
+#[test]
+fn handed_over_destination_sees_every_byte_under_random_touches() {
+    let t = target(16 << 20);
+    let src = source_of(&t);
+    let dir = tempfile::tempdir().expect("tmp");
+    let (fs, d) = run_pair(dir.path(), &src, &t, &[], &["--pattern", "random"]);
+    let d = d.wait_with_output().expect("dest");
+    let fs = fs.wait_with_output().expect("fs");
+    assert!(
+        fs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fs.stderr)
+    );
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    let rep: serde_json::Value = serde_json::from_slice(&d.stdout).expect("dest json");
+    assert_eq!(rep["mismatches"], 0);
+    assert_eq!(rep["pages_verified"], rep["pages_total"]);
+    assert_eq!(rep["complete"], true);
+    let fr: serde_json::Value = serde_json::from_slice(&fs.stdout).expect("fs json");
+    assert!(fr["pages_on_demand"].as_u64().unwrap_or(0) > 0, "{fr}");
+    assert!(committed(&src));
+}
+
+/// A slow destination with demand paging only, so that the failure lands mid-way.
+fn failing_run(inject: impl FnOnce(&LocalSource, &mut Target)) -> (Output, Output, bool) {
+    let mut t = target(4 << 20);
+    let src = source_of(&t);
+    let dir = tempfile::tempdir().expect("tmp");
+    let (fs, d) = run_pair(
+        dir.path(),
+        &src,
+        &t,
+        &["--no-prefetch"],
+        &["--pattern", "seq", "--touch-delay-us", "2000"],
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    inject(&src, &mut t);
+    let d = d.wait_with_output().expect("dest");
+    let fs = fs.wait_with_output().expect("fs");
+    let c = committed(&src);
+    (fs, d, c)
+}
+
+fn assert_failed_closed(fs: &Output, d: &Output, committed: bool, why: &str) {
+    let fe = String::from_utf8_lossy(&fs.stderr);
+    let de = String::from_utf8_lossy(&d.stderr);
+    assert!(!fs.status.success(), "fault-serve should fail: {fe}");
+    assert!(
+        fe.contains(why),
+        "fault-serve error should say {why:?}: {fe}"
+    );
+    assert!(
+        fe.contains("poisoned") || fe.contains("grant not committed"),
+        "{fe}"
+    );
+    assert!(!d.status.success(), "destination must not finish: {de}");
+    assert!(
+        !de.contains("MISMATCH"),
+        "destination read a wrong or zero page: {de}"
+    );
+    assert!(d.stdout.is_empty(), "destination must not report success");
+    assert!(!committed, "a failed migration must not be committed");
+}
+
+#[test]
+fn revoked_key_fails_closed() {
+    let (fs, d, c) = failing_run(|src, _| {
+        assert!(src.responder.revoke_grant(src.grant.id.0) > 0);
+    });
+    assert_failed_closed(&fs, &d, c, "remote access error");
+}
+
+#[test]
+fn responder_death_fails_closed_after_reconnect_attempts() {
+    let (fs, d, c) = failing_run(|src, _| src.responder.shutdown());
+    assert_failed_closed(&fs, &d, c, "connection");
+}
+
+#[test]
+fn source_death_fails_closed() {
+    let (fs, d, c) = failing_run(|_, t| {
+        let _ = t.child.kill();
+        let _ = t.child.wait();
+    });
+    assert_failed_closed(&fs, &d, c, "remote operation error");
+}
