@@ -57,6 +57,10 @@ pub enum HardenError {
     /// Building or enforcing the Landlock ruleset failed.
     #[error("landlock: {0}")]
     Landlock(String),
+    /// The stock-kernel verbs path ptrace-injects into targets, which Landlock refuses for
+    /// every process outside the broker's domain: the two cannot be combined.
+    #[error("the verbs-stock-kernel fabric needs ptrace, which Landlock forbids; set [hardening.landlock] enabled = false for it")]
+    LandlockBlocksPtrace,
     /// Landlock is required but the kernel enforces nothing.
     #[error("landlock required but not enforced (kernel ABI {0})")]
     LandlockUnavailable(i32),
@@ -80,6 +84,9 @@ pub fn apply(cfg: &HardenConfig) -> Result<HardenReport, HardenError> {
     if threads != 1 {
         return Err(HardenError::MultiThreaded(threads));
     }
+    if cfg.fabric == FabricNeeds::VerbsStockKernel && cfg.landlock.enabled {
+        return Err(HardenError::LandlockBlocksPtrace);
+    }
     let ids = cfg.run_as.as_deref().map(privs::resolve_user).transpose()?;
     let keep = privs::kept_caps(cfg)?;
     let compiled = if cfg.seccomp.enabled {
@@ -101,6 +108,7 @@ pub fn apply(cfg: &HardenConfig) -> Result<HardenReport, HardenError> {
         seccomp_allowed_syscalls: compiled.as_ref().map_or(0, |c| c.allowed_syscalls),
         seccomp_argument_rules: compiled.as_ref().map_or(0, |c| c.argument_rules),
         landlock,
+        run_as_uid: ids.map(|i| i.uid),
     };
     // A concurrent second apply() is impossible: the thread check above failed otherwise.
     let _ = report::APPLIED.set(applied);

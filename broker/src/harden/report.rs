@@ -22,6 +22,9 @@ pub struct Applied {
     pub seccomp_argument_rules: usize,
     /// Landlock outcome.
     pub landlock: LandlockOutcome,
+    /// The uid switched to for `run_as` (resolved before hardening: afterwards the user
+    /// database is outside the Landlock rules).
+    pub run_as_uid: Option<u32>,
 }
 
 pub(super) static APPLIED: OnceLock<Applied> = OnceLock::new();
@@ -283,12 +286,14 @@ pub fn compare(cfg: &HardenConfig, report: &HardenReport) -> Vec<Shortfall> {
         });
     }
     if let Some(user) = &cfg.run_as {
-        match resolve_user(user) {
-            Ok(ids) if ids.uid == report.uids[1] => {}
-            _ => out.push(Shortfall::WrongUser {
+        let expected = applied
+            .run_as_uid
+            .or_else(|| resolve_user(user).ok().map(|ids| ids.uid));
+        if expected != Some(report.uids[1]) || report.uids.iter().any(|u| *u != report.uids[1]) {
+            out.push(Shortfall::WrongUser {
                 expected: user.clone(),
                 euid: report.uids[1],
-            }),
+            });
         }
     }
     out
@@ -316,6 +321,7 @@ mod tests {
                 rules: 3,
                 missing_paths: Vec::new(),
             },
+            run_as_uid: None,
         }
     }
 

@@ -61,6 +61,8 @@ impl Scratch {
     }
 
     fn command(&self, cfg: &Path, target: Option<u32>, extra: &[&str]) -> Command {
+        // A socket left by an earlier probe in this scratch dir would make bind fail.
+        let _ = std::fs::remove_file(self.run().join("probe.sock"));
         let mut c = Command::new(PROBE);
         c.arg("--config")
             .arg(cfg)
