@@ -236,3 +236,6 @@ pub fn prove(fds: Vec<OwnedFd>, peer: &PeerCred, access: Access) -> Result<Prove
         mem,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -309,3 +309,6 @@ fn check_overlap(regions: &[Region]) -> Result<(), RegionError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
