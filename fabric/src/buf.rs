@@ -18,12 +18,18 @@ impl Pool {
     }
 
     /// A buffer of exactly `len` readable bytes (contents unspecified until filled).
+    /// Buffers are sized in powers of two (at least 4 KiB) and the smallest cached one
+    /// that fits is reused, so a warm connection stops allocating.
     pub(crate) fn take(self: &Arc<Pool>, len: usize) -> Buf {
         let mut v = {
             let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            // Prefer a cached buffer that is already large enough.
-            let pos = g.0.iter().rposition(|b| b.len() >= len);
-            match pos.or(g.0.len().checked_sub(1)) {
+            let best =
+                g.0.iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.len() >= len)
+                    .min_by_key(|(_, b)| b.len())
+                    .map(|(i, _)| i);
+            match best.or(g.0.len().checked_sub(1)) {
                 Some(i) => {
                     let b = g.0.swap_remove(i);
                     g.1 -= b.len();
@@ -33,8 +39,8 @@ impl Pool {
             }
         };
         if v.len() < len {
-            // Grow once; the zero-fill is paid only when a buffer first reaches a size.
-            v.resize(len, 0);
+            // Grow once to the size class; the zero-fill is paid only then.
+            v.resize(len.max(4096).next_power_of_two(), 0);
         }
         Buf {
             data: v,

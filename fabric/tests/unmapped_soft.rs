@@ -63,10 +63,8 @@ fn unmapped_range_is_an_error_not_zeros() {
     assert!(ok.data.iter().all(|&b| b == 0xA5));
 
     // SAFETY: unmaps the middle page of our own mapping; nothing references it.
-    assert_eq!(
-        unsafe { libc::munmap(p.cast::<u8>().add(PAGE).cast(), PAGE) },
-        0
-    );
+    let r = unsafe { libc::munmap(p.cast::<u8>().add(PAGE).cast(), PAGE) };
+    assert_eq!(r, 0);
     let gone = read(&mut c, base + PAGE as u64, PAGE as u32, rkey);
     assert_eq!(gone.status, WcStatus::RemoteOperationError);
     assert!(gone.data.is_empty());

@@ -172,7 +172,8 @@ pub(crate) fn serve(mut s: Stream, shared: &Shared) {
         shared,
         grant,
         peer,
-        tx: Vec::new(),
+        // A full batch plus one 64 KiB READ fits without growing.
+        tx: vec![0; TX_BATCH + (64 << 10) + wire::READ_RESP_HEAD],
         used: 0,
         since_read: 0,
     };
