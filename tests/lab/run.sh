@@ -3,7 +3,9 @@
 # guest and runs C checks against the real kernel RDMA stack and real rdma-core.
 #
 #   tests/lab/run.sh tier1   stock Debian kernel + stock rdma-core 44 (bookworm); memory-window
-#                            semantics (guest/mwtest.c). Needs ~1-2 min and ~300 MB in $LAB_WORK.
+#                            semantics (guest/mwtest.c) and the verbs fabric provider's
+#                            conformance suite on broker-owned memory (fabric/tests/verbs_lab.rs).
+#                            Needs ~300 MB in $LAB_WORK; see README.md.
 #   tests/lab/run.sh tier3   kernel built from the pinned linux-source-6.1 + mlx5-patch/ series,
 #                            rdma-core from libverbs-patch/; registration of another process's
 #                            memory (guest/pidfdtest.c) plus the tier-1 checks. The kernel build
@@ -106,13 +108,27 @@ mk_initramfs() { # kernel_root kernel_release out.cpio.gz test_bin...
     mkdir -p "$R/etc/libibverbs.d"; echo "driver rxe" > "$R/etc/libibverbs.d/rxe.driver"
     local t
     for t in "$@"; do copy_bin "$R" "$t" "/tests/$(basename "$t")"; done
+    if [ -n "${VERBS_BIN:-}" ]; then
+        # The verbs provider's conformance suite (a Rust test binary) and a wrapper the
+        # guest init runs like any other test program.
+        copy_bin "$R" "$VERBS_BIN" /usr/bin/verbs_lab
+        # The suite's target process is a real `sleep` (coreutils, not the busybox applet).
+        copy_bin "$R" "$(command -v sleep)" /usr/bin/sleep
+        cat > "$R/tests/verbs-conformance" <<'EOS'
+#!/bin/sh
+# Runs the fabric conformance suite against rxe through the verbs provider.
+cd /tmp && MEMGATE_LAB_LISTEN=rdma:192.0.2.1:0 /usr/bin/verbs_lab --ignored --exact lab_conformance \
+    --nocapture --test-threads 1
+EOS
+        chmod 755 "$R/tests/verbs-conformance"
+    fi
     if [ -n "${LIBOVERRIDE:-}" ]; then
         cp -L "$LIBOVERRIDE/libibverbs.so.1" "$R/usr/lib/x86_64-linux-gnu/libibverbs.so.1"
         cp -L "$LIBOVERRIDE/librxe-rdmav34.so" "$R$pdir/librxe-rdmav34.so"
     fi
     local mdir=$kroot/lib/modules/$krel m
     # rxe computes its ICRC with the crypto API's "crc32": without a provider, "rdma link add" fails ENOENT
-    mod_closure "$mdir" rdma_rxe ib_uverbs veth crc32_generic crc32_pclmul > "$R/etc/lab/modules"
+    mod_closure "$mdir" rdma_rxe ib_uverbs rdma_ucm veth crc32_generic crc32_pclmul > "$R/etc/lab/modules"
     while read -r m; do
         mkdir -p "$R/lib/modules/$(dirname "$m")"; cp "$mdir/$m" "$R/lib/modules/$m"
     done < "$R/etc/lab/modules"
@@ -153,12 +169,31 @@ build_guest_prog() { # out source...
     gcc -O2 -Wall -Wextra -Werror -o "$out" "$@" "$HERE/guest/rdmautil.c" -libverbs
 }
 
+# Builds the verbs provider's conformance test binary on the host (linked against the
+# host's libibverbs/librdmacm, bookworm's in CI) and prints its path.
+build_verbs_suite() {
+    export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-14/lib}
+    (cd "$REPO" && cargo test -q -p memgate-fabric --features verbs --test verbs_lab --no-run \
+        --message-format=json 2>/dev/null) |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    try: m = json.loads(l)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "verbs_lab":
+        print(m["executable"])'
+}
+
 tier1() {
     local t0=$SECONDS
     host_deps
     local kroot; kroot=$(stock_kernel)
     build_guest_prog "$WORK/mwtest" "$HERE/guest/mwtest.c"
-    mk_initramfs "$kroot" "$KREL_STOCK" "$WORK/tier1.cpio.gz" "$WORK/mwtest"
+    local vbin; vbin=$(build_verbs_suite | tail -n 1)
+    if [ -z "$vbin" ]; then
+        echo "@@CHK verbs_suite_build FAIL cargo test --no-run -p memgate-fabric --features verbs"
+        return 1
+    fi
+    VERBS_BIN=$vbin mk_initramfs "$kroot" "$KREL_STOCK" "$WORK/tier1.cpio.gz" "$WORK/mwtest"
     log "tier1 prepared in $((SECONDS - t0))s"
     local rc=0
     boot tier1 "$kroot/boot/vmlinuz-$KREL_STOCK" "$WORK/tier1.cpio.gz" || rc=$?
@@ -166,26 +201,42 @@ tier1() {
     return $rc
 }
 
+# ---- tier 3 (kernel series + rdma-core series) -------------------------------------------
+# Appends a second gzip'd cpio to the initramfs (the kernel unpacks concatenated archives in
+# order, later files win) carrying the patched libibverbs and its rxe provider. The patched
+# library has private ABI 35, so it loads only librxe-rdmav35.so and never the stock one.
+tier3_overlay() { # rdma-core build dir, initramfs to extend
+    local rc=$1 img=$2 R; R=$(mktemp -d "$WORK/tier3-overlay.XXXXXX")
+    local lib=$R/usr/lib/x86_64-linux-gnu
+    mkdir -p "$lib/libibverbs"
+    cp -L "$rc/lib/libibverbs.so.1" "$lib/libibverbs.so.1"
+    cp -L "$rc/lib/librxe-rdmav35.so" "$lib/libibverbs/librxe-rdmav35.so"
+    (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1 >> "$img")
+    rm -rf "$R"
+}
+
 tier3() {
     local t0=$SECONDS
     host_deps
-    # Patched kernel (cached by the series hash) and patched rdma-core.
+    # Patched kernel (cached by the series hash, ~15-20 min the first time) and patched
+    # rdma-core (cached likewise, ~2 min).
     local kout; kout=$("$REPO/mlx5-patch/check.sh" kernel)
     local krel; krel=$(cat "$kout/release")
     local rcbuild; rcbuild=$("$REPO/libverbs-patch/check.sh" build)
-    # The test links against the patched headers and library.
-    local inc=$rcbuild/include
-    gcc -O2 -Wall -Wextra -Werror -I"$inc" -o "$WORK/pidfdtest" "$HERE/guest/pidfdtest.c" \
-        "$HERE/guest/rdmautil.c" -L"$rcbuild/lib" -libverbs -Wl,-rpath-link,"$rcbuild/lib"
+    # pidfdtest links against the patched headers and library; mwtest (tier 1) is stock.
+    gcc -O2 -Wall -Wextra -Werror -I"$HERE/guest" -I"$rcbuild/include" -o "$WORK/pidfdtest" \
+        "$HERE/tier3/pidfdtest.c" "$HERE/guest/rdmautil.c" -L"$rcbuild/lib" -libverbs \
+        -Wl,-rpath-link,"$rcbuild/lib"
     build_guest_prog "$WORK/mwtest" "$HERE/guest/mwtest.c"
-    LIBOVERRIDE=$rcbuild/lib mk_initramfs "$kout" "$krel" "$WORK/tier3.cpio.gz" \
-        "$WORK/mwtest" "$WORK/pidfdtest"
+    mk_initramfs "$kout" "$krel" "$WORK/tier3.cpio.gz" "$WORK/mwtest" "$WORK/pidfdtest"
+    tier3_overlay "$rcbuild" "$WORK/tier3.cpio.gz"
     log "tier3 prepared in $((SECONDS - t0))s"
     local rc=0
     boot tier3 "$kout/boot/vmlinuz-$krel" "$WORK/tier3.cpio.gz" || rc=$?
     log "tier3 total: $((SECONDS - t0))s"
     return $rc
 }
+# ---- end of tier 3 -------------------------------------------------------------------------
 
 case ${1:-} in
     tier1) tier1 ;;

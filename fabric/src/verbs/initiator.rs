@@ -9,6 +9,7 @@ use super::msg::{self, Msg};
 use super::qp::{self, ack, Qp, QpSize, TAG_CTRL, TAG_RECV};
 use super::status::{wc_status, wc_status_name};
 use crate::buf::{Buf, Pool};
+use crate::conformance::ProbeTarget;
 use crate::{
     Completion, Endpoint, FabricError, WcStatus, DEFAULT_MAX_OUTSTANDING, MAX_READ_LEN, MAX_SGE,
 };
@@ -87,10 +88,25 @@ impl VerbsConnection {
         grant: [u8; 16],
         peer_seed: [u8; 32],
     ) -> Result<VerbsConnection, FabricError> {
+        auth::sign(&peer_seed, &grant, &[0; 32], &[0; 32])?;
+        let cnonce = auth::nonce()?;
+        let hello = msg::put_nonce(msg::VERSION, &cnonce);
+        let (mut c, snonce) = VerbsConnection::establish(endpoint, grant, &hello)?;
+        let (peer, sig) = auth::sign(&peer_seed, &grant, &cnonce, &snonce)?;
+        c.authenticate(grant, peer, sig)?;
+        Ok(c)
+    }
+
+    /// Resolve, create the queue pair and connect with `hello` as private data; returns
+    /// the connection (not yet authenticated) and the server nonce.
+    fn establish(
+        endpoint: &Endpoint,
+        grant: [u8; 16],
+        hello: &[u8],
+    ) -> Result<(VerbsConnection, [u8; 32]), FabricError> {
         let Endpoint::Rdma(addr) = endpoint else {
             return Err(FabricError::BadEndpoint(endpoint.to_string()));
         };
-        auth::sign(&peer_seed, &grant, &[0; 32], &[0; 32])?;
         cm::require_device()?;
         let channel = Channel::new()?;
         let mut id = std::ptr::null_mut();
@@ -118,17 +134,16 @@ impl VerbsConnection {
             grant,
             armed: false,
         };
-        c.setup(addr, endpoint, grant, &peer_seed)?;
-        Ok(c)
+        let snonce = c.setup(addr, endpoint, hello)?;
+        Ok((c, snonce))
     }
 
     fn setup(
         &mut self,
         addr: &std::net::SocketAddr,
         endpoint: &Endpoint,
-        grant: [u8; 16],
-        seed: &[u8; 32],
-    ) -> Result<(), FabricError> {
+        hello: &[u8],
+    ) -> Result<[u8; 32], FabricError> {
         let mut sa = cm::sockaddr(addr);
         // SAFETY: id live; sa valid for the call.
         if unsafe {
@@ -184,13 +199,11 @@ impl VerbsConnection {
             send_sge: 1,
         };
         self.qp = Some(Qp::create(self.id, self.pd, self.comp, 0, size, true)?);
-        let cnonce = auth::nonce()?;
-        let hello = msg::put_nonce(msg::VERSION, &cnonce);
         let (initiator_depth, _) = qp::rd_atom(ctx);
         // SAFETY: zeroed conn param is valid; fields set below.
         let mut p: rdma_conn_param = unsafe { std::mem::zeroed() };
         p.private_data = hello.as_ptr().cast();
-        p.private_data_len = hello.len() as u8;
+        p.private_data_len = hello.len().min(56) as u8;
         p.initiator_depth = initiator_depth;
         p.responder_resources = 1;
         p.retry_count = 7;
@@ -208,15 +221,21 @@ impl VerbsConnection {
         // SAFETY: live connection event.
         let challenge = msg::parse_nonce(unsafe { qp::private_data(ev) });
         ack(ev);
-        let snonce = match challenge {
-            Some((v, n)) if v == msg::VERSION => n,
-            _ => {
-                return Err(FabricError::Protocol(
-                    "the responder's CHALLENGE is malformed".into(),
-                ))
-            }
-        };
-        let (peer, sig) = auth::sign(seed, &grant, &cnonce, &snonce)?;
+        match challenge {
+            Some((v, n)) if v == msg::VERSION => Ok(n),
+            _ => Err(FabricError::Protocol(
+                "the responder's CHALLENGE is malformed".into(),
+            )),
+        }
+    }
+
+    /// Send the AUTH proof and wait for WELCOME.
+    fn authenticate(
+        &mut self,
+        grant: [u8; 16],
+        peer: [u8; 32],
+        sig: [u8; 64],
+    ) -> Result<(), FabricError> {
         let q = self.qp.as_mut().ok_or(FabricError::Shutdown)?;
         q.send(&Msg::Auth { grant, peer, sig })?;
         match self.wait_msg(Instant::now() + CONNECT_TIMEOUT)? {
@@ -612,4 +631,60 @@ impl Drop for VerbsConnection {
             rdma_destroy_id(self.id);
         }
     }
+}
+
+/// A READ with the target key on a connection that did not authenticate must not be
+/// served.
+fn read_refused(c: &mut VerbsConnection, t: &ProbeTarget<'_>, what: &str) -> Result<(), String> {
+    c.post_read(1, t.addr, t.len, t.rkey)
+        .map_err(|e| format!("{what}: post_read: {e}"))?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out.is_empty() && Instant::now() < deadline {
+        c.wait_completions(&mut out, Some(Duration::from_secs(1)))
+            .map_err(|e| format!("{what}: {e}"))?;
+    }
+    match out.first() {
+        Some(comp) if comp.status == WcStatus::Success => {
+            Err(format!("{what}: the READ was served"))
+        }
+        Some(_) => Ok(()),
+        None => Err(format!("{what}: no completion within 10 s")),
+    }
+}
+
+/// The verbs provider's unauthenticated probe (see
+/// [`Provider::unauthenticated_probe`](crate::conformance::Provider::unauthenticated_probe)):
+/// a malformed HELLO, a READ without AUTH, a forged signature and a genuine signature over
+/// another challenge (replay) must each be refused, and no READ served.
+pub(crate) fn unauthenticated_probe(t: &ProbeTarget<'_>) -> Result<(), String> {
+    let ep = Endpoint::parse(t.endpoint).map_err(|e| e.to_string())?;
+    match VerbsConnection::establish(&ep, t.grant, &[0xAB; msg::PRIV_LEN]) {
+        Err(FabricError::AuthRejected(_)) => {}
+        Err(e) => return Err(format!("malformed HELLO: expected a rejection, got: {e}")),
+        Ok(_) => return Err("a malformed HELLO was accepted".into()),
+    }
+    let fresh = || -> Result<(VerbsConnection, [u8; 32], [u8; 32]), String> {
+        let cn = auth::nonce().map_err(|e| e.to_string())?;
+        let (c, sn) = VerbsConnection::establish(&ep, t.grant, &msg::put_nonce(msg::VERSION, &cn))
+            .map_err(|e| format!("connect: {e}"))?;
+        Ok((c, cn, sn))
+    };
+    let (mut c, _, _) = fresh()?;
+    read_refused(&mut c, t, "READ before AUTH")?;
+    drop(c);
+    let peer = crate::public_key_from_seed(&t.seed).map_err(|e| e.to_string())?;
+    let (mut c, _, _) = fresh()?;
+    if c.authenticate(t.grant, peer, [0x11; 64]).is_ok() {
+        return Err("a forged signature was accepted".into());
+    }
+    read_refused(&mut c, t, "READ after a forged AUTH")?;
+    drop(c);
+    let (mut c, cn, _) = fresh()?;
+    // A genuine signature, but over another connection's challenge.
+    let (_, sig) = auth::sign(&t.seed, &t.grant, &cn, &[0x22; 32]).map_err(|e| e.to_string())?;
+    if c.authenticate(t.grant, peer, sig).is_ok() {
+        return Err("a signature over another challenge was accepted".into());
+    }
+    read_refused(&mut c, t, "READ after a replayed AUTH")
 }

@@ -37,7 +37,7 @@ pub use initiator::VerbsConnection;
 pub use pidfd::pidfd_registration_available;
 pub use responder::VerbsResponder;
 
-use crate::conformance::Provider;
+use crate::conformance::{ProbeTarget, Provider};
 use crate::{Endpoint, EventSink, FabricError, Responder};
 
 /// The conformance-suite provider for verbs: responders listen on `listen`
@@ -53,6 +53,9 @@ impl Provider for VerbsProvider {
     }
     fn responder(&self, events: EventSink) -> Result<Box<dyn Responder>, FabricError> {
         Ok(Box::new(VerbsResponder::bind(&self.listen, events)?))
+    }
+    fn unauthenticated_probe(&self, target: &ProbeTarget<'_>) -> Result<(), String> {
+        initiator::unauthenticated_probe(target)
     }
 }
 

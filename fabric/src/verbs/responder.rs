@@ -21,10 +21,22 @@ use std::time::SystemTime;
 
 /// Chunk size when copying a target range into broker-owned memory.
 const COPY_CHUNK: usize = 1 << 20;
+/// The page size (the kernel's rule: a region's address and IOVA share their page offset).
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}
 
 pub(crate) enum Backing {
-    /// A copy of the target range in memory the broker owns (ordinary ibv_reg_mr).
-    Copy(OwnedMemory),
+    /// A copy of the target range in memory the broker owns (ordinary ibv_reg_mr). The
+    /// copy starts `.1` bytes into the mapping, the target address's offset in its page:
+    /// the kernel requires a region's address and IOVA to share their page offset.
+    Copy(OwnedMemory, usize),
     /// The target itself, registered through its pidfd (patched kernel + libibverbs).
     Pidfd(OwnedFd),
 }
@@ -34,6 +46,9 @@ pub(crate) struct RegionEntry {
     pub(crate) len: u64,
     pub(crate) access: Access,
     pub(crate) backing: Backing,
+    /// The source a copy was taken from: probed so that the target's exit revokes the
+    /// region's keys (a copy must not outlive the process it mirrors).
+    pub(crate) watch: Option<Arc<dyn MemorySource>>,
 }
 
 /// One restricted key: its exact-range MR and type-2 window.
@@ -60,13 +75,26 @@ pub(crate) struct Conn {
     pub(crate) deadline: std::time::Instant,
 }
 
-#[derive(Default)]
 pub(crate) struct State {
     pub(crate) regions: HashMap<u64, RegionEntry>,
     pub(crate) keys: HashMap<u32, KeyEntry>,
     pub(crate) conns: HashMap<u64, Conn>,
     pub(crate) next_region: u64,
     pub(crate) next_conn: u64,
+    pub(crate) last_watch: std::time::Instant,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            regions: HashMap::new(),
+            keys: HashMap::new(),
+            conns: HashMap::new(),
+            next_region: 0,
+            next_conn: 0,
+            last_watch: std::time::Instant::now(),
+        }
+    }
 }
 
 // SAFETY: the raw verbs handles in State are only used under the State mutex.
@@ -202,14 +230,20 @@ impl VerbsResponder {
     ) -> Result<Region, FabricError> {
         pidfd::reg_mr_pidfd()?;
         check_range(addr, len)?;
-        Ok(self.add_region(addr, len, Backing::Pidfd(pidfd)))
+        Ok(self.add_region(addr, len, Access::REMOTE_READ, Backing::Pidfd(pidfd), None))
     }
 
-    fn add_region(&self, addr: u64, len: u64, backing: Backing) -> Region {
+    fn add_region(
+        &self,
+        addr: u64,
+        len: u64,
+        access: Access,
+        backing: Backing,
+        watch: Option<Arc<dyn MemorySource>>,
+    ) -> Region {
         let mut st = self.inner.lock();
         st.next_region += 1;
         let id = st.next_region;
-        let access = Access::REMOTE_READ;
         st.regions.insert(
             id,
             RegionEntry {
@@ -217,6 +251,7 @@ impl VerbsResponder {
                 len,
                 access,
                 backing,
+                watch,
             },
         );
         Region {
@@ -243,8 +278,8 @@ fn make_key(
 ) -> Result<(*mut ibv_mr, *mut ibv_mw), FabricError> {
     let len = spec.len as usize;
     let mr = match &r.backing {
-        Backing::Copy(mem) => {
-            let off = (spec.addr - r.addr) as usize;
+        Backing::Copy(mem, skew) => {
+            let off = skew + (spec.addr - r.addr) as usize;
             // SAFETY: off+len lies inside the owned mapping (checked by the caller against
             // the region); the MR is deregistered before the mapping is dropped.
             unsafe {
@@ -362,8 +397,9 @@ impl Responder for VerbsResponder {
         len: u64,
     ) -> Result<Region, FabricError> {
         check_range(addr, len)?;
-        let mut mem = OwnedMemory::new(len as usize)?;
-        let buf = mem.as_mut_slice();
+        let skew = (addr % page_size()) as usize;
+        let mut mem = OwnedMemory::new(len as usize + skew)?;
+        let buf = &mut mem.as_mut_slice()[skew..];
         let mut off = 0usize;
         while off < len as usize {
             let n = COPY_CHUNK.min(len as usize - off);
@@ -374,7 +410,14 @@ impl Responder for VerbsResponder {
                 })?;
             off += n;
         }
-        Ok(self.add_region(addr, len, Backing::Copy(mem)))
+        // Writes to a copy would never reach the target, but the fabric has no WRITE
+        // operation; the region mirrors the source's access so key checks match soft.
+        let access = if source.writable() {
+            Access::READ_WRITE
+        } else {
+            Access::REMOTE_READ
+        };
+        Ok(self.add_region(addr, len, access, Backing::Copy(mem, skew), Some(source)))
     }
 
     fn create_key(&self, region: &Region, spec: KeySpec) -> Result<u32, FabricError> {

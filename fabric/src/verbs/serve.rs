@@ -287,10 +287,48 @@ fn authenticate(
     }
 }
 
+/// How often copied regions check that their target still exists.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// Revoke every key of copied regions whose target is gone (exited or execed): the
+/// copy must not keep serving a process that no longer exists.
+fn watch_targets(st: &mut State) {
+    let gone: Vec<u64> = st
+        .regions
+        .iter()
+        .filter(|(_, r)| {
+            r.watch
+                .as_ref()
+                .is_some_and(|w| w.read_exact_at(r.addr, &mut [0u8; 1]).is_err())
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    for id in gone {
+        if let Some(r) = st.regions.get_mut(&id) {
+            r.watch = None;
+        }
+        let rkeys: Vec<u32> = st
+            .keys
+            .iter()
+            .filter(|(_, k)| k.region == id)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in rkeys {
+            if let Some(mut k) = st.keys.remove(&r) {
+                destroy_key(st, r, &mut k);
+            }
+        }
+    }
+}
+
 /// Expired keys lose their window; set-ups that take too long and closes that never
 /// finish are cut.
 fn housekeeping(inner: &Inner, evs: &mut Vec<FabricEvent>) {
     let mut st = inner.lock();
+    if st.last_watch.elapsed() >= WATCH_EVERY {
+        st.last_watch = Instant::now();
+        watch_targets(&mut st);
+    }
     let now = SystemTime::now();
     let expired: Vec<u32> = st
         .keys
