@@ -116,19 +116,30 @@ pub fn drop_privileges(keep: &CapsHashSet, run_as: Option<Ids>) -> Result<(), Ha
     for cap in bounding.difference(keep) {
         caps::drop(None, CapSet::Bounding, *cap).map_err(caps_err("drop bounding"))?;
     }
-    caps::clear(None, CapSet::Ambient).map_err(caps_err("clear ambient"))?;
-    caps::clear(None, CapSet::Inheritable).map_err(caps_err("clear inheritable"))?;
+    // Each set is only written when it differs: a service manager that already started
+    // memgated with exactly the needed capabilities can then forbid capset(2) outright.
+    let read = |set: CapSet| caps::read(None, set).map_err(caps_err("read"));
+    if !read(CapSet::Ambient)?.is_empty() {
+        caps::clear(None, CapSet::Ambient).map_err(caps_err("clear ambient"))?;
+    }
+    if !read(CapSet::Inheritable)?.is_empty() {
+        caps::clear(None, CapSet::Inheritable).map_err(caps_err("clear inheritable"))?;
+    }
     if let Some(ids) = run_as {
         switch_user(ids, !keep.is_empty())?;
     }
-    let permitted = caps::read(None, CapSet::Permitted).map_err(caps_err("read permitted"))?;
+    let permitted = read(CapSet::Permitted)?;
     let missing: Vec<String> = keep.difference(&permitted).map(|c| c.to_string()).collect();
     if !missing.is_empty() {
         return Err(HardenError::MissingCapabilities(missing));
     }
     // Effective must be a subset of permitted at every step.
-    caps::set(None, CapSet::Effective, keep).map_err(caps_err("set effective"))?;
-    caps::set(None, CapSet::Permitted, keep).map_err(caps_err("set permitted"))?;
+    if read(CapSet::Effective)? != *keep {
+        caps::set(None, CapSet::Effective, keep).map_err(caps_err("set effective"))?;
+    }
+    if permitted != *keep {
+        caps::set(None, CapSet::Permitted, keep).map_err(caps_err("set permitted"))?;
+    }
     Ok(())
 }
 
