@@ -157,6 +157,11 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
     }
     rep.complete = complete.load(Ordering::SeqCst);
     println!("{}", serde_json::to_string(&rep)?);
+    // Unregister before unmapping: an UNMAP event would wait for the fault server to read
+    // it, and the fault server has finished.
+    for m in &maps {
+        let _ = uffd.unregister(m.addr(), m.len() as u64);
+    }
     drop(uffd);
     drop(maps);
     if rep.mismatches > 0 {

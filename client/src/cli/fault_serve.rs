@@ -169,11 +169,12 @@ pub fn drive(
     connector: &dyn Connector,
     cfg: Config,
     watch: Option<OwnedFd>,
+    progress: bool,
 ) -> anyhow::Result<Report> {
     let total = layout.total() as u64;
     let mut engine = Engine::new(uffd, layout, connector, cfg, watch)
         .with_context(|| format!("connecting to {}", connector.endpoint()))?;
-    if std::io::stderr().is_terminal() {
+    if progress && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total * crate::PAGE as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -220,7 +221,14 @@ pub fn print_report(r: &Report, json: bool, extra: serde_json::Value) {
         print!("{}", r.table());
         if let serde_json::Value::Object(e) = extra {
             for (k, v) in e {
-                println!("  {:<28} {v}", k.replace('_', " "));
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Number(n) if n.is_f64() => {
+                        format!("{:.1}", n.as_f64().unwrap_or(0.0))
+                    }
+                    other => other.to_string(),
+                };
+                println!("  {:<29} {v}", k.replace('_', " "));
             }
         }
     }
@@ -254,7 +262,7 @@ pub fn run(a: FaultServeArgs) -> anyhow::Result<()> {
     )
     .ok();
     let uffd = Uffd::from_fd(h.uffd, h.features);
-    let res = drive(&uffd, layout, src.connector.as_ref(), cfg, watch);
+    let res = drive(&uffd, layout, src.connector.as_ref(), cfg, watch, !a.json);
     let status = if res.is_ok() {
         handover::STATUS_COMPLETE
     } else {
@@ -267,6 +275,31 @@ pub fn run(a: FaultServeArgs) -> anyhow::Result<()> {
 }
 
 fn run_mirror(a: &FaultServeArgs, src: &Source, cfg: Config) -> anyhow::Result<()> {
+    let (r, check) = mirror(src, cfg, a.verify_pid, !a.json)?;
+    let extra = match check {
+        Some((verified, bad)) => {
+            serde_json::json!({ "pages_verified": verified, "mismatches": bad })
+        }
+        None => serde_json::json!({}),
+    };
+    print_report(&r, a.json, extra);
+    if let Some((_, bad)) = check {
+        if bad > 0 {
+            bail!("{bad} pages differ from the source");
+        }
+    }
+    Ok(())
+}
+
+/// Pulls every page of `src` into mappings owned by this process; with `verify_pid`,
+/// then compares them byte for byte with that process's memory read independently
+/// through `/proc/PID/mem`. Returns the report and `(pages verified, pages differing)`.
+pub fn mirror(
+    src: &Source,
+    cfg: Config,
+    verify_pid: Option<i32>,
+    progress: bool,
+) -> anyhow::Result<(Report, Option<(u64, u64)>)> {
     // No non-cooperative events here: this process owns the mapping, and an UNMAP event
     // raised by our own munmap would wait for a reader that is that same thread.
     let uffd = Uffd::create(true, 0).context("userfaultfd(UFFD_USER_MODE_ONLY)")?;
@@ -280,38 +313,31 @@ fn run_mirror(a: &FaultServeArgs, src: &Source, cfg: Config) -> anyhow::Result<(
         maps.push(m);
     }
     let layout = layout_for(&src.regions, &map)?;
-    let r = drive(&uffd, layout, src.connector.as_ref(), cfg, None)?;
-    let mut extra = serde_json::json!({});
-    if let Some(pid) = a.verify_pid {
-        let mem = std::fs::File::open(format!("/proc/{pid}/mem"))
-            .with_context(|| format!("opening /proc/{pid}/mem"))?;
-        let (mut verified, mut bad) = (0u64, 0u64);
-        let mut buf = vec![0u8; 1 << 20];
-        for (m, &(addr, len, _)) in maps.iter().zip(&src.regions) {
-            let mut off = 0u64;
-            while off < len {
-                let n = (len - off).min(buf.len() as u64) as usize;
-                mem.read_exact_at(&mut buf[..n], addr + off)
-                    .with_context(|| format!("reading source {:#x}", addr + off))?;
-                // SAFETY: `[m.addr()+off, +n)` lies inside mapping `m`, alive here, and
-                // every page is present (the engine finished), so reading cannot fault.
-                let mine = unsafe { std::slice::from_raw_parts(m.as_ptr().add(off as usize), n) };
-                for (x, y) in mine.chunks(crate::PAGE).zip(buf[..n].chunks(crate::PAGE)) {
-                    verified += 1;
-                    if x != y {
-                        bad += 1;
-                    }
+    let r = drive(&uffd, layout, src.connector.as_ref(), cfg, None, progress)?;
+    let Some(pid) = verify_pid else {
+        return Ok((r, None));
+    };
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem"))
+        .with_context(|| format!("opening /proc/{pid}/mem"))?;
+    let (mut verified, mut bad) = (0u64, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    for (m, &(addr, len, _)) in maps.iter().zip(&src.regions) {
+        let mut off = 0u64;
+        while off < len {
+            let n = (len - off).min(buf.len() as u64) as usize;
+            mem.read_exact_at(&mut buf[..n], addr + off)
+                .with_context(|| format!("reading source {:#x}", addr + off))?;
+            // SAFETY: `[m.addr()+off, +n)` lies inside mapping `m`, alive here, and every
+            // page is present (the engine finished), so reading cannot fault.
+            let mine = unsafe { std::slice::from_raw_parts(m.as_ptr().add(off as usize), n) };
+            for (x, y) in mine.chunks(crate::PAGE).zip(buf[..n].chunks(crate::PAGE)) {
+                verified += 1;
+                if x != y {
+                    bad += 1;
                 }
-                off += n as u64;
             }
+            off += n as u64;
         }
-        extra = serde_json::json!({ "pages_verified": verified, "mismatches": bad });
-        print_report(&r, a.json, extra);
-        if bad > 0 {
-            bail!("{bad} pages differ from the source");
-        }
-        return Ok(());
     }
-    print_report(&r, a.json, extra);
-    Ok(())
+    Ok((r, Some((verified, bad))))
 }

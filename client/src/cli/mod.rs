@@ -1,10 +1,12 @@
 //! Command-line interface of `memgate`: one module per subcommand group.
 
+pub mod demo;
 pub mod demo_dest;
 pub mod export;
 pub mod fault_serve;
 pub mod key;
 pub mod policy;
+pub mod runner;
 pub mod token;
 
 use clap::{Args, Parser, Subcommand};
@@ -52,6 +54,8 @@ pub enum Command {
     Wait(export::WaitArgs),
     /// Serve a destination's page faults from a grant (userfaultfd + fabric READs).
     FaultServe(fault_serve::FaultServeArgs),
+    /// Run the whole flow on this machine: broker, export, post-copy migration, verification.
+    Demo(demo::DemoArgs),
     /// The demo's source workload (internal).
     #[command(name = "__demo-target", hide = true)]
     DemoTarget(DemoTargetArgs),
@@ -71,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Grants(a) => export::run_grants(a),
         Command::Wait(a) => export::run_wait(a),
         Command::FaultServe(a) => fault_serve::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::DemoTarget(a) => crate::workload::run_target(a.size, a.seed),
         Command::DemoDest(a) => demo_dest::run(a),
     }

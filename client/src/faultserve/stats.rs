@@ -97,7 +97,7 @@ impl Report {
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let mut row = |k: &str, v: String| s.push_str(&format!("  {k:<28} {v}\n"));
+        let mut row = |k: &str, v: String| s.push_str(&format!("  {k:<29} {v}\n"));
         row("pages total", self.pages_total.to_string());
         row("pages demand-faulted", self.pages_on_demand.to_string());
         row("pages prefetched", self.pages_prefetched.to_string());

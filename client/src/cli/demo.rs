@@ -1,0 +1,306 @@
+//! `memgate demo`: the whole flow on one machine with embedded defaults. It creates
+//! temporary keys (admin, issuer, peer), writes and signs a policy, starts `memgated` (found
+//! next to this binary) as a child on a temporary socket and a loopback fabric port, starts
+//! a source workload that fills heap, an anonymous mapping and its stack with a verifiable
+//! pattern and freezes, mints a token, asks for the export, and migrates the memory post-copy
+//! into a destination workload that touches every page in the chosen order and checks every
+//! byte. With `--target-pid` it migrates a real program's exportable memory into a mirror
+//! and compares it with the source read independently.
+
+use super::export::{request_export, wait_for};
+use super::fault_serve::{mirror, print_report, source_for_grant};
+use super::runner::{run_dest, spawn_target, DestRun, Reaped, TempDir};
+use crate::faultserve::Config;
+use crate::workload::Pattern;
+use anyhow::{bail, Context};
+use clap::Args;
+use memgate_policy::{keys::SecretKey, minisign, token};
+use memgate_proto::{Access, BrokerClient, RegionSelection, RegionSpec, Request, WaitState};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `memgate demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Memory to migrate (K, M, G suffixes).
+    #[arg(long, default_value = "256M")]
+    pub size: String,
+    /// How the destination touches its pages.
+    #[arg(long, value_enum, default_value = "random")]
+    pub pattern: Pattern,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Migrate this running (ideally stopped) program's exportable memory instead of the
+    /// built-in workload.
+    #[arg(long)]
+    pub target_pid: Option<i32>,
+    /// The memgated binary [default: next to this binary].
+    #[arg(long)]
+    pub memgated: Option<PathBuf>,
+    /// Extra argument for memgated (repeatable; e.g. `--memgated-arg=--no-harden`).
+    #[arg(long, hide = true, allow_hyphen_values = true)]
+    pub memgated_arg: Vec<String>,
+}
+
+const BROKER_ID: &str = "memgate-demo";
+
+fn cgroup_of(pid: i32) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim().to_string())
+        .context("the target has no cgroup v2 path")
+}
+
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+struct Setup {
+    issuer: SecretKey,
+    peer: SecretKey,
+    socket: PathBuf,
+}
+
+/// Keys, signed policy and broker configuration in `dir`.
+fn write_setup(dir: &Path, cgroup: &str, max_bytes: u64) -> anyhow::Result<(Setup, PathBuf)> {
+    let admin = minisign::SecretKey::generate().context("admin key")?;
+    let issuer = SecretKey::generate().context("issuer key")?;
+    let peer = SecretKey::generate().context("peer key")?;
+    let uid = rustix::process::getuid().as_raw();
+    let policy = format!(
+        "version = 1\nbroker = \"{BROKER_ID}\"\nserial = 1\n\n[[issuer]]\nname = \"demo\"\n\
+         key = \"{}\"\ncgroups = [{}]\nuids = [{uid}]\nmax_bytes = \"{max_bytes}\"\n\
+         max_lease = 600\n",
+        issuer.public().to_paserk(),
+        toml_str(cgroup)
+    );
+    let ppath = dir.join("policy.toml");
+    std::fs::write(&ppath, &policy)?;
+    let sig = admin
+        .sign(policy.as_bytes(), "memgate demo policy")
+        .context("signing")?;
+    std::fs::write(dir.join("policy.toml.minisig"), sig.to_file_text())?;
+    std::fs::write(dir.join("admin.pub"), admin.public().to_file_text())?;
+    let socket = dir.join("broker.sock");
+    let config = format!(
+        "socket = {}\nlog_level = \"warn\"\nlog_target = \"stderr\"\n\n[policy]\npath = {}\n\
+         signature = {}\nadmin_keys = [{}]\n\n[fabric]\nlisten = \"tcp:127.0.0.1:0\"\n\n\
+         [audit]\npath = {}\njournal = false\n",
+        toml_str(&socket.to_string_lossy()),
+        toml_str(&ppath.to_string_lossy()),
+        toml_str(&dir.join("policy.toml.minisig").to_string_lossy()),
+        toml_str(&dir.join("admin.pub").to_string_lossy()),
+        toml_str(&dir.join("audit.jsonl").to_string_lossy()),
+    );
+    let cpath = dir.join("memgated.toml");
+    std::fs::write(&cpath, config)?;
+    Ok((
+        Setup {
+            issuer,
+            peer,
+            socket,
+        },
+        cpath,
+    ))
+}
+
+fn memgated_path(a: &DemoArgs) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &a.memgated {
+        return Ok(p.clone());
+    }
+    let exe = super::runner::self_exe()?;
+    let p = exe.with_file_name("memgated");
+    if !p.exists() {
+        bail!(
+            "memgated not found next to {} (build it, or pass --memgated)",
+            exe.display()
+        );
+    }
+    Ok(p)
+}
+
+fn start_broker(
+    bin: &Path,
+    config: &Path,
+    socket: &Path,
+    extra: &[String],
+) -> anyhow::Result<(Reaped, BrokerClient)> {
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut child = Reaped(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(mut c) = BrokerClient::connect(socket) {
+            if matches!(
+                c.call(&Request::Status, &[]),
+                Ok(memgate_proto::Response::Status(_))
+            ) {
+                return Ok((child, c));
+            }
+        }
+        if let Some(st) = child.0.try_wait()? {
+            bail!("memgated exited during start-up ({st})");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "memgated did not answer on {} within 15 s",
+                socket.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mint(s: &Setup, cgroup: &str, pid: i32, max_bytes: u64) -> anyhow::Result<String> {
+    let now = time::OffsetDateTime::now_utc();
+    let claims = token::Claims {
+        iss: "demo".into(),
+        sub: rustix::process::getuid().as_raw().to_string(),
+        aud: BROKER_ID.into(),
+        exp: now + time::Duration::minutes(5),
+        nbf: now - time::Duration::seconds(5),
+        iat: now,
+        jti: token::new_jti(),
+        target: token::Target {
+            cgroup: cgroup.to_string(),
+            pid: Some(pid as u32),
+        },
+        access: memgate_policy::document::Access::Read,
+        max_bytes,
+        lease: 600,
+        peer: s.peer.public(),
+    };
+    Ok(token::mint(&s.issuer, &claims, None)?)
+}
+
+/// Runs `memgate demo`.
+pub fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let size = memgate_policy::size::parse_bytes(&a.size).context("--size")?;
+    let dir = TempDir::new("memgate-demo")?;
+    let broker_bin = memgated_path(&a)?;
+    let say = |m: &str| {
+        if !a.json {
+            eprintln!("memgate demo: {m}");
+        }
+    };
+
+    say(&format!(
+        "starting the source workload ({})",
+        memgate_policy::size::format_bytes(size)
+    ));
+    let (target, info, pid) = match a.target_pid {
+        Some(pid) => (None, None, pid),
+        None => {
+            let (t, info) = spawn_target(size, rand_seed())?;
+            let pid = info.pid;
+            (Some(t), Some(info), pid)
+        }
+    };
+    let cgroup = cgroup_of(pid)?;
+    let max_bytes = size.max(1 << 30) * 4;
+    let (setup, config) = write_setup(dir.path(), &cgroup, max_bytes)?;
+    say("starting memgated with a freshly signed policy");
+    let (_broker, mut client) = start_broker(&broker_bin, &config, &setup.socket, &a.memgated_arg)?;
+    let tok = mint(&setup, &cgroup, pid, max_bytes)?;
+    let regions = match &info {
+        Some(i) => RegionSelection::List(
+            i.regions
+                .iter()
+                .map(|r| RegionSpec {
+                    addr: r.addr,
+                    len: r.len,
+                })
+                .collect(),
+        ),
+        None => RegionSelection::All,
+    };
+    let (grant, admission) =
+        request_export(&mut client, pid, &tok, regions, 600, Access::Read, true)?;
+    say(&format!(
+        "grant {} admitted in {:.1} ms: {} regions, {}",
+        grant.id,
+        admission.as_secs_f64() * 1e3,
+        grant.regions.len(),
+        memgate_policy::size::format_bytes(grant.total_bytes())
+    ));
+    let src = source_for_grant(&grant, *setup.peer.seed())?;
+    let cfg = Config {
+        expires: src.expires,
+        ..Config::default()
+    };
+    let (report, verified, mismatches, extra) = match &info {
+        Some(info) => {
+            say(&format!(
+                "migrating post-copy; the destination touches pages in {:?} order",
+                a.pattern
+            ));
+            let (r, d) = run_dest(
+                info,
+                DestRun {
+                    connector: src.connector.as_ref(),
+                    regions: &src.regions,
+                    cfg,
+                    pattern: a.pattern,
+                    dir: dir.path(),
+                    progress: !a.json,
+                },
+            )?;
+            let extra = serde_json::json!({
+                "zero_pages": d.zero_pages,
+                "touch_p50_us": d.touch_p50_us,
+                "touch_p99_us": d.touch_p99_us,
+            });
+            (r, d.pages_verified, d.mismatches, extra)
+        }
+        None => {
+            say("migrating into a mirror, then comparing it with the source byte for byte");
+            let (r, check) = mirror(&src, cfg, Some(pid), !a.json)?;
+            let (v, b) = check.unwrap_or((0, 0));
+            (r, v, b, serde_json::json!({}))
+        }
+    };
+    let w = wait_for(&mut client, grant.id, Duration::from_secs(10))?;
+    drop(target);
+    let mut extra = extra;
+    if let Some(o) = extra.as_object_mut() {
+        o.insert("pages_verified".into(), verified.into());
+        o.insert("mismatches".into(), mismatches.into());
+        o.insert(
+            "admission_ms".into(),
+            (admission.as_secs_f64() * 1e3).into(),
+        );
+        o.insert(
+            "broker_state".into(),
+            format!("{:?}", w.state).to_lowercase().into(),
+        );
+        o.insert(
+            "pattern".into(),
+            format!("{:?}", a.pattern).to_lowercase().into(),
+        );
+    }
+    print_report(&report, a.json, extra);
+    if mismatches > 0 || verified != report.pages_total {
+        bail!(
+            "{mismatches} pages differ; {verified} of {} verified",
+            report.pages_total
+        );
+    }
+    if w.state != WaitState::Committed {
+        bail!("the broker did not see the grant committed ({:?})", w.state);
+    }
+    Ok(())
+}
+
+fn rand_seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u64::from_ne_bytes(b) | 1
+}
