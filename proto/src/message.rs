@@ -26,7 +26,8 @@ pub enum RegionSelection {
     List(Vec<RegionSpec>),
 }
 
-/// Body of an `Export` request. Sent with two fds: pidfd, then `/proc/<pid>/mem`.
+/// Body of an `Export` request. Sent with three fds: pidfd, `/proc/<pid>/mem`,
+/// `/proc/<pid>/maps` (see [`crate::EXPORT_FDS`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportRequest {
