@@ -257,6 +257,26 @@ fn stock_minisign_signatures_verify_in_memgate() {
         "3",
         p(&policy),
     ]));
+    // A key made by `minisign -G -W` signs with memgate too.
+    ok(memgate(&[
+        "policy",
+        "sign",
+        "--key",
+        p(&sk),
+        "--force",
+        "--sig",
+        p(&legacy),
+        p(&policy),
+    ]));
+    ok(memgate(&[
+        "policy",
+        "verify",
+        "--key",
+        p(&pk),
+        "--sig",
+        p(&legacy),
+        p(&policy),
+    ]));
 }
 
 #[test]
