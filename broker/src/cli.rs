@@ -134,7 +134,10 @@ mod tests {
         assert_eq!(cfg.socket, PathBuf::from("/run/x.sock"));
         assert_eq!(cfg.log_level, "debug");
         assert_eq!(cfg.log_target, LogTarget::Stderr);
-        assert_eq!(cfg.policy.admin_keys, vec![PathBuf::from("/a.pub"), "/b.pub".into()]);
+        assert_eq!(
+            cfg.policy.admin_keys,
+            vec![PathBuf::from("/a.pub"), "/b.pub".into()]
+        );
         assert_eq!(cfg.fabric.listen, "tcp:127.0.0.1:0");
     }
 

@@ -178,7 +178,9 @@ impl std::str::FromStr for LogTarget {
             "auto" => Ok(LogTarget::Auto),
             "journald" => Ok(LogTarget::Journald),
             "stderr" => Ok(LogTarget::Stderr),
-            _ => Err(format!("log target must be auto, journald or stderr, not {s:?}")),
+            _ => Err(format!(
+                "log target must be auto, journald or stderr, not {s:?}"
+            )),
         }
     }
 }
@@ -299,7 +301,10 @@ impl Config {
             ));
         }
         if self.socket_mode > 0o777 {
-            return bad(format!("socket_mode {:#o} is not a permission mask", self.socket_mode));
+            return bad(format!(
+                "socket_mode {:#o} is not a permission mask",
+                self.socket_mode
+            ));
         }
         if self.limits.max_connections == 0 || self.limits.max_grants == 0 {
             return bad("limits.max_connections and limits.max_grants must be positive".into());
@@ -339,7 +344,10 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(cfg.socket, PathBuf::from("/tmp/x/b.sock"));
-        assert_eq!(cfg.policy.signature_path(), PathBuf::from("/tmp/x/p.toml.minisig"));
+        assert_eq!(
+            cfg.policy.signature_path(),
+            PathBuf::from("/tmp/x/p.toml.minisig")
+        );
         assert_eq!(cfg.policy.admin_keys, vec![PathBuf::from("/tmp/x/a.pub")]);
         assert_eq!(cfg.fabric.listen, "unix:/tmp/x/f.sock");
         assert_eq!(cfg.audit.path, Some(PathBuf::from("/tmp/x/audit.jsonl")));
