@@ -385,3 +385,48 @@ fn the_case_generator_produces_both_outcomes() {
         "allows {allows}, denies {denies} {hist:?}"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// The replay cache never accepts an id twice while its token is unexpired, never
+    /// holds more than its capacity, and never forgets an unexpired id to make room.
+    #[test]
+    fn replay_cache_is_bounded_and_never_readmits_a_live_token(
+        ops in proptest::collection::vec((0u8..12, 0i64..40, 0i64..5), 1..200),
+        capacity in 1usize..8,
+    ) {
+        use memgate_policy::replay::{ReplayCache, ReplayError};
+        let mut cache = ReplayCache::new(capacity);
+        let mut now = NOW;
+        // Ids accepted so far, with their expiry.
+        let mut accepted: std::collections::HashMap<String, OffsetDateTime> = Default::default();
+        for (id, ttl, tick) in ops {
+            now += Duration::seconds(tick);
+            let jti = format!("j{id}");
+            let exp = now + Duration::seconds(ttl);
+            let live_before: Vec<String> = accepted
+                .iter()
+                .filter(|(_, &e)| e > now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            match cache.check_and_insert(&jti, exp, now) {
+                Ok(()) => {
+                    prop_assert!(
+                        accepted.get(&jti).map_or(true, |&e| e <= now),
+                        "{} readmitted while live", jti
+                    );
+                    accepted.insert(jti, exp);
+                }
+                Err(ReplayError::Replayed) => {
+                    prop_assert!(accepted.get(&jti).is_some_and(|&e| e > now));
+                }
+                Err(ReplayError::Full(n)) => prop_assert_eq!(n, capacity),
+            }
+            prop_assert!(cache.len() <= capacity);
+            for id in live_before {
+                prop_assert!(cache.contains(&id), "{} forgotten while live", id);
+            }
+        }
+    }
+}
