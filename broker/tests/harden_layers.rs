@@ -334,3 +334,40 @@ fn check_hardening_reports_a_kernel_without_landlock() {
     assert_eq!(req.code, Some(2), "{}", req.text);
     assert!(req.text.contains("landlock required"), "{}", req.text);
 }
+
+/// Under the systemd unit memgated starts with exactly the capabilities it keeps
+/// (`CapabilityBoundingSet=`) and behind a `SystemCallFilter` that refuses, among others,
+/// capset, setgroups and setresuid (`~@privileged`). Hardening must still succeed there.
+#[test]
+fn apply_succeeds_inside_the_units_sandbox() {
+    let s = Scratch::new("unit");
+    let t = Target::spawn();
+    let denied = "capset,setgroups,setresuid,setresgid,mount,umount2,pivot_root,chroot,bpf,\
+                  ptrace,process_vm_readv,kexec_load,init_module,finit_module,setrlimit,\
+                  sched_setaffinity,perf_event_open";
+    for (fabric, bounding) in [("soft", "-all"), ("verbs", "-all,+ipc_lock")] {
+        let wrapper = [
+            "setpriv",
+            "--bounding-set",
+            bounding,
+            "--inh-caps",
+            "-all",
+            "--ambient-caps",
+            "-all",
+            "--",
+        ];
+        let cfg = s.config(&format!("fabric = {fabric:?}"), "");
+        let out = s.run_probe_wrapped(&wrapper, &cfg, Some(t.pid()), &["--deny-syscalls", denied]);
+        assert!(out.ok, "{fabric}: {}", out.text);
+        assert!(!out.text.contains("shortfall:"), "{fabric}: {}", out.text);
+        let needed = needed_lines(&out.text);
+        for name in ["read_config", "proc_cgroup", "audit_append", "thread_spawn"] {
+            assert!(
+                needed[name].starts_with("ok"),
+                "{fabric} {name}: {}",
+                out.text
+            );
+        }
+        expect_all(&out.text, &["execve", "mount", "raw_socket"], EPERM);
+    }
+}

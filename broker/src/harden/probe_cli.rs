@@ -6,7 +6,7 @@
 //! ```text
 //! memgated-harden-probe [--config FILE] [--target PID] [--dir DIR] [--serve]
 //!     [--outside-file F] [--outside-dir D] [--read-only-file F] [--mount-point D]
-//!     [--only NAME,...] [--check] [--emulate-no-landlock]
+//!     [--only NAME,...] [--check] [--emulate-no-landlock] [--deny-syscalls NAME,...]
 //! ```
 //! Output: `report: ...` (what is in force), `shortfall: ...`, `probe GROUP NAME ok|refused
 //! ERRNO`, `needed NAME ok DETAIL|failed ERROR`, with `--serve` a `ready seqpacket=PATH
@@ -28,6 +28,7 @@ struct Args {
     only: Option<Vec<String>>,
     check: bool,
     emulate_no_landlock: bool,
+    deny_syscalls: Vec<String>,
     targets: Targets,
 }
 
@@ -50,6 +51,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--serve" => a.serve = true,
             "--check" => a.check = true,
             "--emulate-no-landlock" => a.emulate_no_landlock = true,
+            "--deny-syscalls" => a.deny_syscalls = val()?.split(',').map(str::to_string).collect(),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -70,28 +72,47 @@ pub fn load_config(text: &str) -> Result<HardenConfig, String> {
         .map_err(|e: toml::de::Error| e.to_string())
 }
 
-/// Makes the Landlock system calls fail with ENOSYS, as on a kernel built without
-/// Landlock, so that the best-effort path and its report can be exercised anywhere.
-fn emulate_no_landlock() -> Result<(), String> {
+/// Installs an outer filter answering `numbers` with `errno` and allowing the rest.
+fn outer_filter(numbers: &[i64], errno: i32) -> Result<(), String> {
     use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
-    let rules = [
-        libc::SYS_landlock_create_ruleset,
-        libc::SYS_landlock_add_rule,
-        libc::SYS_landlock_restrict_self,
-    ]
-    .into_iter()
-    .map(|nr| (nr, Vec::new()))
-    .collect();
+    let rules = numbers.iter().map(|nr| (*nr, Vec::new())).collect();
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
+        SeccompAction::Errno(errno as u32),
         arch,
     )
     .map_err(|e| e.to_string())?;
     let prog = BpfProgram::try_from(filter).map_err(|e| e.to_string())?;
     seccompiler::apply_filter(&prog).map_err(|e| e.to_string())
+}
+
+/// Makes the Landlock system calls fail with ENOSYS, as on a kernel built without
+/// Landlock, so that the best-effort path and its report can be exercised anywhere.
+fn emulate_no_landlock() -> Result<(), String> {
+    outer_filter(
+        &[
+            libc::SYS_landlock_create_ruleset,
+            libc::SYS_landlock_add_rule,
+            libc::SYS_landlock_restrict_self,
+        ],
+        libc::ENOSYS,
+    )
+}
+
+/// Refuses the named system calls with EPERM before hardening, as a service manager's
+/// `SystemCallFilter=` with `SystemCallErrorNumber=EPERM` does.
+fn deny_syscalls(names: &[String]) -> Result<(), String> {
+    let mut numbers = Vec::new();
+    for n in names {
+        match super::syscalls::lookup(n) {
+            super::syscalls::Lookup::Number(nr) => numbers.push(nr),
+            super::syscalls::Lookup::AbsentOnArch => {}
+            super::syscalls::Lookup::Unknown => return Err(format!("unknown syscall {n:?}")),
+        }
+    }
+    outer_filter(&numbers, libc::EPERM)
 }
 
 fn needed_line(name: &str, r: std::io::Result<String>) {
@@ -197,6 +218,12 @@ pub fn main() -> ExitCode {
         if let Err(e) = emulate_no_landlock() {
             eprintln!("memgated-harden-probe: emulating a kernel without Landlock: {e}");
             return ExitCode::from(70);
+        }
+    }
+    if !a.deny_syscalls.is_empty() {
+        if let Err(e) = deny_syscalls(&a.deny_syscalls) {
+            eprintln!("memgated-harden-probe: --deny-syscalls: {e}");
+            return ExitCode::from(64);
         }
     }
     if a.check {

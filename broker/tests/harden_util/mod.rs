@@ -61,9 +61,27 @@ impl Scratch {
     }
 
     fn command(&self, cfg: &Path, target: Option<u32>, extra: &[&str]) -> Command {
+        self.wrapped_command(&[], cfg, target, extra)
+    }
+
+    /// The probe command, started through `wrapper` (e.g. `setpriv ...`) when not empty.
+    fn wrapped_command(
+        &self,
+        wrapper: &[&str],
+        cfg: &Path,
+        target: Option<u32>,
+        extra: &[&str],
+    ) -> Command {
         // A socket left by an earlier probe in this scratch dir would make bind fail.
         let _ = std::fs::remove_file(self.run().join("probe.sock"));
-        let mut c = Command::new(PROBE);
+        let mut c = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(PROBE);
+                c
+            }
+            None => Command::new(PROBE),
+        };
         c.arg("--config")
             .arg(cfg)
             .arg("--dir")
@@ -86,8 +104,19 @@ impl Scratch {
 
     /// Runs the probe to completion.
     pub fn run_probe(&self, cfg: &Path, target: Option<u32>, extra: &[&str]) -> ProbeOutput {
+        self.run_probe_wrapped(&[], cfg, target, extra)
+    }
+
+    /// Runs the probe to completion, started through `wrapper`.
+    pub fn run_probe_wrapped(
+        &self,
+        wrapper: &[&str],
+        cfg: &Path,
+        target: Option<u32>,
+        extra: &[&str],
+    ) -> ProbeOutput {
         let out = self
-            .command(cfg, target, extra)
+            .wrapped_command(wrapper, cfg, target, extra)
             .output()
             .expect("run memgated-harden-probe");
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
