@@ -4,6 +4,7 @@
 use super::util::*;
 use super::Provider;
 use crate::{Access, FabricError, FabricEvent, WcStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// A READ with an rkey the responder never issued fails with a remote access error, is
@@ -135,7 +136,7 @@ pub(super) fn expired(p: &dyn Provider) -> R {
         ),
         || "a key that had already expired was created".into(),
     )?;
-    let ttl = Duration::from_millis(400);
+    let ttl = Duration::from_millis(1500);
     let mut ka = KeyArgs::read(mem.addr(), 4096, a.public, g);
     ka.ttl = ttl;
     let created = Instant::now();
@@ -169,18 +170,23 @@ pub(super) fn revoked_mid_stream(p: &dyn Provider) -> R {
     )?;
     let mut c = env.connect(g, a.seed)?;
     read_ok(&mut c, mem.addr(), mem.at(0, 4096), k)?;
+    let served = AtomicUsize::new(0);
     let outcome = std::thread::scope(|s| {
+        // Revoke once the stream is well under way (whatever the machine's speed).
         let revoker = s.spawn(|| {
-            std::thread::sleep(Duration::from_millis(100));
+            let deadline = Instant::now() + WAIT;
+            while served.load(Ordering::Relaxed) < 32 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             env.resp.revoke(k)
         });
-        let r = stream_until_error(&mut c, &mem, k);
+        let r = stream_until_error(&mut c, &mem, k, &served);
         let rv = revoker.join().map_err(|_| "revoker panicked".to_string())?;
         ctx(rv, "revoke")?;
         r
     })?;
-    ensure(outcome.0 > 0, || {
-        "no READ succeeded before the revocation".into()
+    ensure(outcome.0 >= 32, || {
+        format!("only {} READs succeeded before the revocation", outcome.0)
     })?;
     ensure(
         matches!(env.resp.revoke(k), Err(FabricError::UnknownKey(_))),
@@ -204,7 +210,12 @@ pub(super) fn revoked_mid_stream(p: &dyn Provider) -> R {
 
 /// Keep up to 8 READs of 4 KiB in flight until one fails; check the completion order.
 /// Returns (successes, flushed).
-fn stream_until_error(c: &mut crate::Connection, mem: &Mem, rkey: u32) -> R<(usize, usize)> {
+fn stream_until_error(
+    c: &mut crate::Connection,
+    mem: &Mem,
+    rkey: u32,
+    served: &AtomicUsize,
+) -> R<(usize, usize)> {
     let deadline = Instant::now() + WAIT;
     let pages = mem.len() / 4096;
     let (mut next, mut ok, mut flushed, mut failed) = (0u64, 0usize, 0usize, false);
@@ -228,6 +239,7 @@ fn stream_until_error(c: &mut crate::Connection, mem: &Mem, rkey: u32) -> R<(usi
                         "data differs".into()
                     })?;
                     ok += 1;
+                    served.store(ok, Ordering::Relaxed);
                 }
                 WcStatus::RemoteAccessError if !failed => failed = true,
                 WcStatus::Flushed if failed => flushed += 1,
