@@ -428,7 +428,7 @@ impl Broker {
     }
 
     /// SIGTERM and wait for exit (at most `timeout`).
-    pub fn terminate(mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         self.signal(rustix::process::Signal::TERM);
         let end = Instant::now() + timeout;
         while Instant::now() < end {
