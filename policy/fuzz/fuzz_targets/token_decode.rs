@@ -29,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = token::inspect(&text);
     let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
     let _ = token::verify(&text, policy(), now, token::DEFAULT_SKEW);
-    // Also sign the bytes as a claims message so claim checking is reached.
+    // Inputs that look like a claims object are also signed by the trusted issuer, so
+    // claim parsing and checking are reached (signing every input would halve the rate).
+    if data.first() != Some(&b'{') {
+        return;
+    }
     if let Ok(key) = SecretKey::from_seed([5; 32]) {
         let t = paseto::sign(&key, data, b"", b"");
         let _ = token::verify(&t, policy(), now, token::DEFAULT_SKEW);
