@@ -1,5 +1,6 @@
 //! Command-line interface of `memgate`: one module per subcommand group.
 
+pub mod bench;
 pub mod demo;
 pub mod demo_dest;
 pub mod export;
@@ -56,6 +57,8 @@ pub enum Command {
     FaultServe(fault_serve::FaultServeArgs),
     /// Run the whole flow on this machine: broker, export, post-copy migration, verification.
     Demo(demo::DemoArgs),
+    /// Measure the fault server against a raw userfaultfd + TCP baseline.
+    Bench(bench::BenchArgs),
     /// The demo's source workload (internal).
     #[command(name = "__demo-target", hide = true)]
     DemoTarget(DemoTargetArgs),
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wait(a) => export::run_wait(a),
         Command::FaultServe(a) => fault_serve::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::DemoTarget(a) => crate::workload::run_target(a.size, a.seed),
         Command::DemoDest(a) => demo_dest::run(a),
     }

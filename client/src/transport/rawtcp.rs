@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 const REQ: usize = 24;
 const HDR: usize = 16;
-const MAX_LEN: u32 = 64 << 20;
+const MAX_LEN: u32 = 8 << 20;
 
 /// A connected baseline client.
 #[derive(Debug)]
@@ -21,6 +21,7 @@ pub struct RawTcp {
     sock: TcpStream,
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 impl RawTcp {
@@ -35,8 +36,9 @@ impl RawTcp {
         sock.set_nonblocking(true).map_err(err)?;
         Ok(RawTcp {
             sock,
-            buf: Vec::with_capacity(4 << 20),
+            buf: vec![0; MAX_LEN as usize + HDR + (1 << 20)],
             start: 0,
+            end: 0,
         })
     }
 
@@ -108,7 +110,7 @@ impl Transport for RawTcp {
         loop {
             // Parse what is buffered.
             loop {
-                let avail = &self.buf[self.start..];
+                let avail = &self.buf[self.start..self.end];
                 if avail.len() < HDR {
                     break;
                 }
@@ -129,30 +131,21 @@ impl Transport for RawTcp {
                 out.push(Completion { wr_id, result });
                 self.start += HDR + len as usize;
             }
-            if self.start == self.buf.len() {
-                self.buf.clear();
+            // Compact, then read into the fixed buffer (allocated once: no per-call zeroing).
+            if self.start == self.end {
                 self.start = 0;
-            } else if self.start > (1 << 20) {
-                self.buf.drain(..self.start);
+                self.end = 0;
+            } else if self.buf.len() - self.end < (1 << 20) {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
                 self.start = 0;
             }
-            let old = self.buf.len();
-            self.buf.resize(old + (1 << 20), 0);
-            match self.sock.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    return Err(TransportError::Lost("peer closed the connection".into()));
-                }
-                Ok(n) => self.buf.truncate(old + n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.buf.truncate(old);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old),
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(TransportError::Lost(e.to_string()));
-                }
+            match self.sock.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Err(TransportError::Lost("peer closed the connection".into())),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(TransportError::Lost(e.to_string())),
             }
         }
     }
