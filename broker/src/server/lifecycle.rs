@@ -184,7 +184,10 @@ impl Server {
         }
         self.responder.shutdown();
         if let Some(p) = &self.socket_path {
-            let _ = std::fs::remove_file(p);
+            // unlinkat, not unlink: the seccomp allow-list has only the *at form.
+            if let Err(e) = rustix::fs::unlinkat(rustix::fs::CWD, p, rustix::fs::AtFlags::empty()) {
+                tracing::warn!("removing {}: {e}", p.display());
+            }
         }
         self.audit.record(
             "shutdown",

@@ -289,7 +289,6 @@ impl Broker {
             .arg("--config")
             .arg(&config_path)
             .args(args)
-            .args(std::env::var("MEMGATE_TEST_BROKER_ARG").ok())
             .env("NOTIFY_SOCKET", &notify_path)
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
@@ -592,11 +591,7 @@ pub fn export(
         lease_secs,
         revoke_on_disconnect: false,
     });
-    let n = std::env::var("MEMGATE_TEST_EXPORT_FDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(fds.len());
-    let borrowed: Vec<_> = fds.iter().take(n).map(|f| f.as_fd()).collect();
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     client.call(&req, &borrowed).expect("export call")
 }
 
