@@ -1,6 +1,7 @@
 //! `memgate export`, `revoke`, `grants`, `wait`: requests to memgated over its socket.
-//! `export` opens the target's pidfd and `/proc/PID/mem` itself (the kernel's ptrace check
-//! happens on that open, as this user) and hands both to the broker with the token.
+//! `export` opens the target's pidfd, `/proc/PID/mem` and `/proc/PID/maps` itself (the
+//! kernel's ptrace check happens on those opens, as this user) and hands all three to the
+//! broker with the token.
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -132,7 +133,7 @@ pub fn refusal(r: Response) -> anyhow::Error {
     }
 }
 
-/// Opens the target's pidfd and `/proc/PID/mem` and asks the broker for a grant on
+/// Opens the target's pidfd, `/proc/PID/mem` and `/proc/PID/maps` and asks the broker for a grant on
 /// `client`'s connection. Returns the grant and how long admission took.
 pub fn request_export(
     client: &mut BrokerClient,
@@ -151,6 +152,8 @@ pub fn request_export(
         .write(access == Access::ReadWrite)
         .open(format!("/proc/{pid}/mem"))
         .with_context(|| format!("opening /proc/{pid}/mem (may this user ptrace {pid}?)"))?;
+    let maps = std::fs::File::open(format!("/proc/{pid}/maps"))
+        .with_context(|| format!("opening /proc/{pid}/maps"))?;
     let req = Request::Export(ExportRequest {
         token: token.trim().to_string(),
         regions,
@@ -159,7 +162,7 @@ pub fn request_export(
         revoke_on_disconnect,
     });
     let t = std::time::Instant::now();
-    let r = client.call(&req, &[pidfd.as_fd(), mem.as_fd()])?;
+    let r = client.call(&req, &[pidfd.as_fd(), mem.as_fd(), maps.as_fd()])?;
     let took = t.elapsed();
     match r {
         Response::Grant(g) => Ok((g, took)),
