@@ -13,6 +13,7 @@ pub mod needed;
 mod privs;
 pub mod probe;
 pub mod probe_cli;
+mod probe_ops;
 mod report;
 mod seccomp;
 mod syscalls;
