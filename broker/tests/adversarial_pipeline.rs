@@ -119,6 +119,9 @@ impl World {
     }
 }
 
+/// What a requester sends with an export: pidfd, mem and maps of the target.
+const FDS: &str = "pidfd,mem,maps";
+
 fn read_req(token: String, regions: RegionSelection) -> Request {
     export(token, regions, Access::Read)
 }
@@ -127,7 +130,7 @@ fn read_req(token: String, regions: RegionSelection) -> Request {
 fn control_allowed_request_is_admitted() {
     let mut w = World::new();
     let req = read_req(w.token(TARGET_UID), w.stack_page());
-    let a = w.run(TARGET_UID, "pidfd,mem", &req).expect("admitted");
+    let a = w.run(TARGET_UID, FDS, &req).expect("admitted");
     assert_eq!(a.uid, TARGET_UID);
     assert_eq!(a.target.pid, w.target.pid);
     assert_eq!(a.regions.len(), 1);
@@ -141,7 +144,7 @@ fn control_allowed_request_is_admitted() {
 fn all_expands_to_exactly_the_exportable_mappings() {
     let mut w = World::new();
     let req = read_req(w.token(TARGET_UID), RegionSelection::All);
-    let a = w.run(TARGET_UID, "pidfd,mem", &req).expect("admitted");
+    let a = w.run(TARGET_UID, FDS, &req).expect("admitted");
     let want: Vec<(u64, u64)> = w
         .target
         .maps()
@@ -168,7 +171,7 @@ fn forged_token_signature() {
     t.replace_range(i..=i, c);
     w.denied(
         TARGET_UID,
-        "pidfd,mem",
+        FDS,
         &read_req(t, w.stack_page()),
         "token_signature_invalid",
     );
@@ -192,7 +195,7 @@ fn tampered_token_claims() {
     let forged = format!("v4.public.{}", memgate_policy::b64::encode_url(&raw));
     w.denied(
         TARGET_UID,
-        "pidfd,mem",
+        FDS,
         &read_req(forged, w.stack_page()),
         "token_signature_invalid",
     );
@@ -205,7 +208,7 @@ fn token_signed_by_another_key_in_a_trusted_issuers_name() {
     let t = memgate_policy::token::mint(&rogue, &w.claims(TARGET_UID), None).unwrap();
     w.denied(
         TARGET_UID,
-        "pidfd,mem",
+        FDS,
         &read_req(t, w.stack_page()),
         "token_signature_invalid",
     );
@@ -220,7 +223,7 @@ fn untrusted_issuer() {
     let t = memgate_policy::token::mint(&rogue, &c, None).unwrap();
     w.denied(
         TARGET_UID,
-        "pidfd,mem",
+        FDS,
         &read_req(t, w.stack_page()),
         "issuer_unknown",
     );
@@ -237,7 +240,7 @@ fn expired_token() {
     let t = mint(&w.keys, &c);
     w.denied(
         TARGET_UID,
-        "pidfd,mem",
+        FDS,
         &read_req(t, w.stack_page()),
         "token_expired",
     );
@@ -252,7 +255,7 @@ fn not_yet_valid_token() {
     let t = mint(&w.keys, &c);
     w.denied(
         TARGET_UID,
-        "pidfd,mem",
+        FDS,
         &read_req(t, w.stack_page()),
         "token_not_yet_valid",
     );
@@ -262,9 +265,8 @@ fn not_yet_valid_token() {
 fn replayed_token() {
     let mut w = World::new();
     let req = read_req(w.token(TARGET_UID), w.stack_page());
-    w.run(TARGET_UID, "pidfd,mem", &req)
-        .expect("first use admitted");
-    w.denied(TARGET_UID, "pidfd,mem", &req, "token_replayed");
+    w.run(TARGET_UID, FDS, &req).expect("first use admitted");
+    w.denied(TARGET_UID, FDS, &req, "token_replayed");
 }
 
 #[test]
@@ -275,7 +277,7 @@ fn wrong_audience() {
     let t = mint(&w.keys, &c);
     w.denied(
         TARGET_UID,
-        "pidfd,mem",
+        FDS,
         &read_req(t, w.stack_page()),
         "audience_mismatch",
     );
@@ -287,7 +289,7 @@ fn token_for_another_uid() {
     let t = w.token(THIRD_UID);
     w.denied(
         TARGET_UID,
-        "pidfd,mem",
+        FDS,
         &read_req(t, w.stack_page()),
         "subject_mismatch",
     );
@@ -301,7 +303,7 @@ fn token_for_another_cgroup() {
     let t = mint(&w.keys, &c);
     w.denied(
         TARGET_UID,
-        "pidfd,mem",
+        FDS,
         &read_req(t, w.stack_page()),
         "target_mismatch",
     );
@@ -315,7 +317,7 @@ fn token_for_another_pid() {
     let t = mint(&w.keys, &c);
     w.denied(
         TARGET_UID,
-        "pidfd,mem",
+        FDS,
         &read_req(t, w.stack_page()),
         "pid_mismatch",
     );
@@ -329,7 +331,7 @@ fn requester_without_ptrace_rights_cannot_open_mem() {
         OTHER_UID,
         &w.listener.path,
         w.target.pid,
-        "pidfd,mem",
+        FDS,
         &req.encode().unwrap(),
         false,
     );
@@ -348,7 +350,7 @@ fn requester_without_ptrace_rights_sending_another_processes_mem() {
     let req = read_req(w.token(OTHER_UID), w.stack_page());
     let d = w.denied(
         OTHER_UID,
-        &format!("pidfd,mem:{}", own.pid),
+        &format!("pidfd,mem:{0},maps:{0}", own.pid),
         &req,
         "mem_fd_mismatch",
     );
@@ -362,7 +364,7 @@ fn mem_fd_of_a_different_process_than_the_pidfd() {
     let req = read_req(w.token(TARGET_UID), w.stack_page());
     w.denied(
         TARGET_UID,
-        &format!("pidfd,mem:{}", second.pid),
+        &format!("pidfd,mem:{},maps", second.pid),
         &req,
         "mem_fd_mismatch",
     );
@@ -372,14 +374,24 @@ fn mem_fd_of_a_different_process_than_the_pidfd() {
 fn proc_self_mem_of_the_requester() {
     let mut w = World::new();
     let req = read_req(w.token(TARGET_UID), w.stack_page());
-    w.denied(TARGET_UID, "pidfd,selfmem", &req, "mem_fd_is_requester");
+    w.denied(
+        TARGET_UID,
+        "pidfd,selfmem,maps",
+        &req,
+        "mem_fd_is_requester",
+    );
 }
 
 #[test]
 fn requester_naming_itself_as_target() {
     let mut w = World::new();
     let req = read_req(w.token(TARGET_UID), w.stack_page());
-    w.denied(TARGET_UID, "selfpidfd,selfmem", &req, "target_is_requester");
+    w.denied(
+        TARGET_UID,
+        "selfpidfd,selfmem,maps",
+        &req,
+        "target_is_requester",
+    );
 }
 
 #[test]
@@ -390,7 +402,7 @@ fn stale_pidfd_after_target_exit() {
         TARGET_UID,
         &w.listener.path,
         w.target.pid,
-        "pidfd,mem",
+        FDS,
         &req.encode().unwrap(),
         true,
     );
@@ -424,7 +436,7 @@ fn mem_fd_from_before_an_exec_is_refused() {
         TARGET_UID,
         &w.listener.path,
         pid,
-        "pidfd,mem",
+        FDS,
         &req.encode().unwrap(),
         true,
     );
@@ -458,7 +470,7 @@ fn cgroup_outside_the_policy() {
         ..PolicySpec::default()
     });
     let req = read_req(w.token(TARGET_UID), w.stack_page());
-    w.denied(TARGET_UID, "pidfd,mem", &req, "cgroup_not_allowed");
+    w.denied(TARGET_UID, FDS, &req, "cgroup_not_allowed");
 }
 
 #[test]
@@ -475,7 +487,7 @@ fn region_across_an_unmapped_hole() {
         .map(|p| (p[0].0, p[0].1))
         .unwrap();
     let req = read_req(w.token(TARGET_UID), list(&[(s, e - s + 4096)]));
-    w.denied(TARGET_UID, "pidfd,mem", &req, "region_unmapped");
+    w.denied(TARGET_UID, FDS, &req, "region_unmapped");
 }
 
 #[test]
@@ -485,7 +497,7 @@ fn overflowing_region() {
         w.token(TARGET_UID),
         list(&[(0xffff_ffff_ffff_f000, 0x2000)]),
     );
-    w.denied(TARGET_UID, "pidfd,mem", &req, "region_overflow");
+    w.denied(TARGET_UID, FDS, &req, "region_overflow");
 }
 
 #[test]
@@ -493,9 +505,9 @@ fn unaligned_region() {
     let mut w = World::new();
     let (s, _) = w.target.mapping("[stack]");
     let req = read_req(w.token(TARGET_UID), list(&[(s + 8, 4096)]));
-    w.denied(TARGET_UID, "pidfd,mem", &req, "region_unaligned");
+    w.denied(TARGET_UID, FDS, &req, "region_unaligned");
     let req = read_req(w.token(TARGET_UID), list(&[(s, 100)]));
-    w.denied(TARGET_UID, "pidfd,mem", &req, "region_unaligned");
+    w.denied(TARGET_UID, FDS, &req, "region_unaligned");
 }
 
 #[test]
@@ -503,14 +515,14 @@ fn zero_length_region() {
     let mut w = World::new();
     let (s, _) = w.target.mapping("[stack]");
     let req = read_req(w.token(TARGET_UID), list(&[(s, 0)]));
-    w.denied(TARGET_UID, "pidfd,mem", &req, "region_empty");
+    w.denied(TARGET_UID, FDS, &req, "region_empty");
 }
 
 #[test]
 fn no_regions() {
     let mut w = World::new();
     let req = read_req(w.token(TARGET_UID), list(&[]));
-    w.denied(TARGET_UID, "pidfd,mem", &req, "no_regions");
+    w.denied(TARGET_UID, FDS, &req, "no_regions");
 }
 
 #[test]
@@ -518,7 +530,7 @@ fn overlapping_regions() {
     let mut w = World::new();
     let (s, _) = w.target.mapping("[stack]");
     let req = read_req(w.token(TARGET_UID), list(&[(s, 8192), (s + 4096, 4096)]));
-    w.denied(TARGET_UID, "pidfd,mem", &req, "region_overlap");
+    w.denied(TARGET_UID, FDS, &req, "region_overlap");
 }
 
 #[test]
@@ -529,7 +541,7 @@ fn regions_in_vvar_vdso_and_vsyscall() {
             continue;
         };
         let req = read_req(w.token(TARGET_UID), list(&[(m.0, 4096)]));
-        let d = w.denied(TARGET_UID, "pidfd,mem", &req, "mapping_forbidden");
+        let d = w.denied(TARGET_UID, FDS, &req, "mapping_forbidden");
         assert!(d.message.contains(name), "{d}");
     }
 }
@@ -544,7 +556,7 @@ fn private_file_mapping_not_listed_by_policy() {
         .find(|m| m.2 == "r--p" && m.3.starts_with('/'))
         .unwrap();
     let req = read_req(w.token(TARGET_UID), list(&[(m.0, 4096)]));
-    w.denied(TARGET_UID, "pidfd,mem", &req, "mapping_not_allowed");
+    w.denied(TARGET_UID, FDS, &req, "mapping_not_allowed");
 }
 
 #[test]
@@ -552,7 +564,7 @@ fn read_write_without_permission() {
     // The policy (and token) allow only read.
     let mut w = World::new();
     let req = export(w.token(TARGET_UID), w.stack_page(), Access::ReadWrite);
-    w.denied(TARGET_UID, "pidfd,memrw", &req, "access_not_allowed");
+    w.denied(TARGET_UID, "pidfd,memrw,maps", &req, "access_not_allowed");
 }
 
 #[test]
@@ -564,7 +576,7 @@ fn read_write_with_a_read_only_mem_fd() {
     let mut c = w.claims(TARGET_UID);
     c.access = memgate_policy::Access::ReadWrite;
     let req = export(mint(&w.keys, &c), w.stack_page(), Access::ReadWrite);
-    w.denied(TARGET_UID, "pidfd,mem", &req, "mem_fd_not_writable");
+    w.denied(TARGET_UID, FDS, &req, "mem_fd_not_writable");
 }
 
 #[test]
@@ -583,14 +595,14 @@ fn read_write_of_a_read_only_mapping() {
         .find(|m| m.2 == "r--p" && m.3.starts_with('/'))
         .unwrap();
     let req = export(mint(&w.keys, &c), list(&[(m.0, 4096)]), Access::ReadWrite);
-    w.denied(TARGET_UID, "pidfd,memrw", &req, "region_not_writable");
+    w.denied(TARGET_UID, "pidfd,memrw,maps", &req, "region_not_writable");
 }
 
 #[test]
 fn mem_fd_opened_write_only() {
     let mut w = World::new();
     let req = read_req(w.token(TARGET_UID), w.stack_page());
-    w.denied(TARGET_UID, "pidfd,memwo", &req, "mem_fd_not_readable");
+    w.denied(TARGET_UID, "pidfd,memwo,maps", &req, "mem_fd_not_readable");
 }
 
 #[test]
@@ -604,7 +616,7 @@ fn quota_grants_per_uid_exceeded() {
         bytes: 8192,
     };
     let req = read_req(w.token(TARGET_UID), w.stack_page());
-    w.denied(TARGET_UID, "pidfd,mem", &req, "grants_per_uid_exceeded");
+    w.denied(TARGET_UID, FDS, &req, "grants_per_uid_exceeded");
 }
 
 #[test]
@@ -618,7 +630,7 @@ fn quota_bytes_per_uid_exceeded() {
         bytes: (1 << 20) - 4095,
     };
     let req = read_req(w.token(TARGET_UID), w.stack_page());
-    w.denied(TARGET_UID, "pidfd,mem", &req, "bytes_per_uid_exceeded");
+    w.denied(TARGET_UID, FDS, &req, "bytes_per_uid_exceeded");
 }
 
 #[test]
@@ -629,10 +641,10 @@ fn quota_request_rate_exceeded() {
     });
     // Two bad requests use up the second's budget; the third is refused before any work.
     let req = read_req(w.token(TARGET_UID), list(&[]));
-    w.denied(TARGET_UID, "pidfd,mem", &req, "no_regions");
-    w.denied(TARGET_UID, "pidfd,mem", &req, "no_regions");
+    w.denied(TARGET_UID, FDS, &req, "no_regions");
+    w.denied(TARGET_UID, FDS, &req, "no_regions");
     let ok = read_req(w.token(TARGET_UID), w.stack_page());
-    w.denied(TARGET_UID, "pidfd,mem", &ok, "rate_limited");
+    w.denied(TARGET_UID, FDS, &ok, "rate_limited");
 }
 
 #[test]
@@ -643,7 +655,7 @@ fn bytes_and_lease_beyond_the_token() {
     c.lease = 30;
     let (s, _) = w.target.mapping("[stack]");
     let req = read_req(mint(&w.keys, &c), list(&[(s, 8192)]));
-    let d = w.denied(TARGET_UID, "pidfd,mem", &req, "bytes_exceed_limit");
+    let d = w.denied(TARGET_UID, FDS, &req, "bytes_exceed_limit");
     // Every reason is reported, not only the first.
     assert!(
         d.reasons.iter().any(|r| r.code == "lease_exceeds_limit"),
@@ -657,17 +669,18 @@ fn wrong_fd_count() {
     let mut w = World::new();
     let req = read_req(w.token(TARGET_UID), w.stack_page());
     w.denied(TARGET_UID, "pidfd", &req, "fd_count");
+    w.denied(TARGET_UID, "pidfd,mem", &req, "fd_count");
     w.denied(TARGET_UID, "none", &req, "fd_count");
-    w.denied(TARGET_UID, "pidfd,mem,devnull", &req, "fd_count");
+    w.denied(TARGET_UID, "pidfd,mem,maps,devnull", &req, "fd_count");
 }
 
 #[test]
 fn wrong_fd_kind() {
     let mut w = World::new();
     let req = read_req(w.token(TARGET_UID), w.stack_page());
-    w.denied(TARGET_UID, "devnull,mem", &req, "pidfd_invalid");
-    w.denied(TARGET_UID, "pidfd,devnull", &req, "mem_fd_invalid");
-    w.denied(TARGET_UID, "mem,pidfd", &req, "pidfd_invalid");
+    w.denied(TARGET_UID, "devnull,mem,maps", &req, "pidfd_invalid");
+    w.denied(TARGET_UID, "pidfd,devnull,maps", &req, "mem_fd_invalid");
+    w.denied(TARGET_UID, "mem,pidfd,maps", &req, "pidfd_invalid");
 }
 
 #[test]
@@ -675,18 +688,33 @@ fn malformed_and_oversized_messages() {
     let mut w = World::new();
     let pid = w.target.pid;
     let d = w
-        .run_raw(TARGET_UID, pid, "pidfd,mem", b"not a memgate frame at all")
+        .run_raw(TARGET_UID, pid, FDS, b"not a memgate frame at all")
         .unwrap_err();
     assert_eq!(d.code, "bad_magic");
     let mut frame = read_req(w.token(TARGET_UID), w.stack_page())
         .encode()
         .unwrap();
     frame.truncate(frame.len() - 3);
-    let d = w.run_raw(TARGET_UID, pid, "pidfd,mem", &frame).unwrap_err();
+    let d = w.run_raw(TARGET_UID, pid, FDS, &frame).unwrap_err();
     assert_eq!(d.code, "length_mismatch");
     let mut big = memgate_proto::MAGIC.to_vec();
     big.resize(memgate_proto::MAX_MESSAGE + 4096, b' ');
-    let d = w.run_raw(TARGET_UID, pid, "pidfd,mem", &big).unwrap_err();
+    let d = w.run_raw(TARGET_UID, pid, FDS, &big).unwrap_err();
     assert_eq!(d.code, "frame_too_large");
     assert!(w.state.replay.is_empty());
+}
+
+#[test]
+fn maps_fd_is_checked_like_the_mem_fd() {
+    let mut w = World::new();
+    let second = Target::spawn(TARGET_UID);
+    let ok = read_req(w.token(TARGET_UID), w.stack_page());
+    w.run(TARGET_UID, "pidfd,mem,maps", &ok)
+        .expect("maps fd accepted");
+    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let other = format!("pidfd,mem,maps:{}", second.pid);
+    w.denied(TARGET_UID, &other, &req, "maps_fd_mismatch");
+    w.denied(TARGET_UID, "pidfd,mem,mem", &req, "maps_fd_invalid");
+    w.denied(TARGET_UID, "pidfd,mem,devnull", &req, "maps_fd_invalid");
+    w.denied(TARGET_UID, "pidfd,mem,maps,devnull", &req, "fd_count");
 }

@@ -34,7 +34,8 @@ pub struct Input<'a> {
     pub socket: BorrowedFd<'a>,
     /// The decoded request body.
     pub request: &'a ExportRequest,
-    /// Every fd received with the request, in order (expected: pidfd, mem fd). Owned:
+    /// Every fd received with the request, in order (expected: pidfd, mem fd, maps fd;
+    /// see [`ptrace`]). Owned:
     /// moved into [`Admitted`] on success, closed on denial.
     pub fds: Vec<OwnedFd>,
     /// The requester uid's current usage, from the server's grant table.
@@ -288,7 +289,9 @@ pub fn admit(
         .check_and_insert(&effective.jti, effective.token_exp, now)
         .map_err(|e| Denial::new(e.code().as_str(), e.to_string()))?;
     proven.check_alive()?;
-    let ptrace::Proven { pid, pidfd, mem } = proven;
+    let ptrace::Proven {
+        pid, pidfd, mem, ..
+    } = proven;
     Ok(Admitted {
         uid: peer.uid,
         gid: peer.gid,

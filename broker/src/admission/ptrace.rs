@@ -6,6 +6,10 @@
 //! the path (`/proc/self/fd` readlink), the pidfd's pid (fdinfo `Pid:`), the open mode,
 //! and the pidfd's liveness after every `/proc` read, so a recycled pid cannot redirect
 //! the export to another process.
+//!
+//! The third fd is the target's `/proc/<pid>/maps`, opened by the requester too (a
+//! ptrace-read check at open): the hardened broker (no `CAP_SYS_PTRACE`, Landlock) cannot
+//! open another user's maps itself. It gets the same checks (procfs, path, pid).
 
 use std::fs::File;
 use std::io;
@@ -23,8 +27,8 @@ pub const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 /// Why the fds do not prove access to the target.
 #[derive(Debug, thiserror::Error)]
 pub enum PtraceError {
-    /// Not exactly two fds.
-    #[error("an export carries exactly 2 fds (pidfd, /proc/<pid>/mem), got {0}")]
+    /// Not exactly three fds.
+    #[error("an export carries exactly 3 fds (pidfd, /proc/<pid>/mem, /proc/<pid>/maps), got {0}")]
     FdCount(usize),
     /// The first fd is not a pidfd.
     #[error("the first fd is not a pidfd ({0})")]
@@ -49,6 +53,17 @@ pub enum PtraceError {
     /// The target is the requester itself.
     #[error("the target is the requester itself (pid {0})")]
     TargetIsRequester(i32),
+    /// The third fd is not a `/proc/<pid>/maps` file of the broker's procfs.
+    #[error("the third fd is not /proc/<pid>/maps ({0})")]
+    NotMaps(String),
+    /// The maps fd belongs to another process than the pidfd.
+    #[error("the maps fd is /proc/{maps}/maps but the pidfd names pid {target}")]
+    MapsMismatch {
+        /// Pid of the maps file.
+        maps: i32,
+        /// Pid of the pidfd.
+        target: i32,
+    },
     /// Opened write-only.
     #[error("the mem fd is not open for reading")]
     NotReadable,
@@ -80,6 +95,8 @@ impl PtraceError {
             PtraceError::Mismatch { .. } => "mem_fd_mismatch",
             PtraceError::RequesterMem(_) => "mem_fd_is_requester",
             PtraceError::TargetIsRequester(_) => "target_is_requester",
+            PtraceError::NotMaps(_) => "maps_fd_invalid",
+            PtraceError::MapsMismatch { .. } => "maps_fd_mismatch",
             PtraceError::NotReadable => "mem_fd_not_readable",
             PtraceError::NotWritable => "mem_fd_not_writable",
             PtraceError::Unreadable { .. } => "mem_unreadable",
@@ -97,6 +114,9 @@ pub struct Proven {
     pub pidfd: OwnedFd,
     /// The target's mem file, opened by the requester.
     pub mem: File,
+    /// The target's maps file, opened by the requester (the hardened broker cannot open
+    /// another user's `/proc/<pid>/maps` itself).
+    pub maps: File,
 }
 
 impl Proven {
@@ -135,7 +155,16 @@ fn check_alive(fd: BorrowedFd<'_>) -> Result<(), PtraceError> {
 
 /// Parses `/proc/<n>/mem` exactly (no `self`, no task paths, no ` (deleted)`).
 pub fn parse_mem_path(path: &str) -> Option<i32> {
-    let n = path.strip_prefix("/proc/")?.strip_suffix("/mem")?;
+    parse_proc_path(path, "/mem")
+}
+
+/// Parses `/proc/<n>/maps` exactly.
+pub fn parse_maps_path(path: &str) -> Option<i32> {
+    parse_proc_path(path, "/maps")
+}
+
+fn parse_proc_path(path: &str, file: &str) -> Option<i32> {
+    let n = path.strip_prefix("/proc/")?.strip_suffix(file)?;
     let canonical = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0');
     if canonical {
         n.parse().ok().filter(|p: &i32| *p > 0)
@@ -169,11 +198,15 @@ fn target_pid(fd: BorrowedFd<'_>) -> Result<i32, PtraceError> {
     }
 }
 
-/// Checks that `fds` are `[pidfd, /proc/<pid>/mem of that pid]` and usable for `access`.
+/// Checks that `fds` are `[pidfd, /proc/<pid>/mem, /proc/<pid>/maps]` of one live
+/// process and usable for `access`.
 /// Every fd is closed on error.
 pub fn prove(fds: Vec<OwnedFd>, peer: &PeerCred, access: Access) -> Result<Proven, PtraceError> {
     let n = fds.len();
-    let Ok::<[OwnedFd; 2], _>([pidfd_fd, mem_fd]) = fds.try_into() else {
+    let mut it = fds.into_iter();
+    let (Some(pidfd_fd), Some(mem_fd), Some(maps_fd), None) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
         return Err(PtraceError::FdCount(n));
     };
     let pid = target_pid(pidfd_fd.as_fd())?;
@@ -225,6 +258,7 @@ pub fn prove(fds: Vec<OwnedFd>, peer: &PeerCred, access: Access) -> Result<Prove
     if access == Access::ReadWrite && mode != libc::O_RDWR {
         return Err(PtraceError::NotWritable);
     }
+    let maps = check_maps(maps_fd, pid, ours)?;
     // The fdinfo pid must still be the same live process after all the reads above.
     if target_pid(pidfd_fd.as_fd())? != pid {
         return Err(PtraceError::TargetExited);
@@ -234,7 +268,40 @@ pub fn prove(fds: Vec<OwnedFd>, peer: &PeerCred, access: Access) -> Result<Prove
         pid,
         pidfd: pidfd_fd,
         mem,
+        maps,
     })
+}
+
+/// Checks that `fd` is `/proc/<pid>/maps` of the broker's procfs, open for reading.
+fn check_maps(fd: OwnedFd, pid: i32, proc_dev: u64) -> Result<File, PtraceError> {
+    let magic = fs_magic(fd.as_fd()).map_err(PtraceError::Io)?;
+    if magic != PROC_SUPER_MAGIC {
+        return Err(PtraceError::NotMaps(format!(
+            "filesystem magic {magic:#x}, not procfs"
+        )));
+    }
+    let maps = File::from(fd);
+    if maps.metadata().map_err(PtraceError::Io)?.dev() != proc_dev {
+        return Err(PtraceError::NotMaps(
+            "a procfs instance other than the broker's".into(),
+        ));
+    }
+    let path = pidfd::fd_path(maps.as_fd()).map_err(PtraceError::Io)?;
+    let Some(maps_pid) = parse_maps_path(&path) else {
+        return Err(PtraceError::NotMaps(path.escape_debug().to_string()));
+    };
+    if maps_pid != pid {
+        return Err(PtraceError::MapsMismatch {
+            maps: maps_pid,
+            target: pid,
+        });
+    }
+    // SAFETY: F_GETFL only reads the file status flags of a valid fd.
+    let flags = unsafe { libc::fcntl(maps.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 || flags & libc::O_ACCMODE == libc::O_WRONLY {
+        return Err(PtraceError::NotMaps("not open for reading".into()));
+    }
+    Ok(maps)
 }
 
 #[cfg(test)]

@@ -168,12 +168,19 @@ pub fn resolve(
     allowed: &[MappingKind],
     max_regions: usize,
 ) -> Result<Vec<Region>, RegionError> {
-    let text = std::fs::read_to_string(format!("/proc/{}/maps", target.pid));
+    let text = read_maps(target);
     target.check_alive()?;
     let text = text.map_err(|err| RegionError::Read {
         pid: target.pid,
         err,
     })?;
+    if text.is_empty() {
+        // Every live address space has mappings: the fds were opened on one that is gone.
+        return Err(RegionError::Target(PtraceError::Unreadable {
+            addr: 0,
+            detail: "the maps fd reads nothing: the address space is gone (exit or exec)".into(),
+        }));
+    }
     let mappings = maps::parse(&text)?;
     let rules = Rules {
         access,
@@ -182,6 +189,16 @@ pub fn resolve(
         page: page_size(),
     };
     check(&mappings, selection, &rules)
+}
+
+/// The maps text, through the requester's maps fd, from the start.
+fn read_maps(target: &Proven) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = &target.maps;
+    f.seek(SeekFrom::Start(0))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Checks (or expands) a selection against parsed mappings.

@@ -4,6 +4,8 @@
 //! `SOCK_SEQPACKET` connection, keys, a signed policy and tokens.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;

@@ -3,7 +3,8 @@ setuid/setgid), opens the fds an Export carries *itself* (so the kernel's ptrace
 applies to this uid), connects to a SOCK_SEQPACKET socket and sends one frame with them.
 
 usage: requester.py SOCKET TARGET_PID FDS FRAME_FILE [--wait]
-FDS: comma list of pidfd | pidfd:PID | mem | memrw | memwo | mem:PID | selfmem |
+FDS: comma list of pidfd | pidfd:PID | mem | memrw | memwo | mem:PID | maps | maps:PID |
+     selfmem | selfmaps |
      selfpidfd | devnull | none. --wait: after opening the fds, print "opened" and wait
 for a line on stdin before sending (to let the test kill the target in between).
 Prints one JSON line: {"open_error": ...} (exit 3) or {"reply_hex": ...}.
@@ -27,6 +28,10 @@ def open_fd(spec, target):
         return os.open("/proc/%d/mem" % pid, os.O_RDWR)
     if name == "memwo":
         return os.open("/proc/%d/mem" % pid, os.O_WRONLY)
+    if name == "maps":
+        return os.open("/proc/%d/maps" % pid, os.O_RDONLY)
+    if name == "selfmaps":
+        return os.open("/proc/self/maps", os.O_RDONLY)
     if name == "selfmem":
         return os.open("/proc/self/mem", os.O_RDONLY)
     if name == "devnull":

@@ -28,7 +28,11 @@ impl Kid {
         i32::try_from(self.0.id()).unwrap()
     }
     fn fds(&self) -> Vec<OwnedFd> {
-        vec![pidfd::open(self.pid()).unwrap(), mem(self.pid(), false)]
+        vec![
+            pidfd::open(self.pid()).unwrap(),
+            mem(self.pid(), false),
+            maps(self.pid()),
+        ]
     }
 }
 
@@ -48,6 +52,10 @@ fn mem(pid: i32, rw: bool) -> OwnedFd {
     OwnedFd::from(f)
 }
 
+fn maps(pid: i32) -> OwnedFd {
+    OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/maps")).unwrap())
+}
+
 fn code(r: Result<Proven, PtraceError>) -> &'static str {
     r.map(|_| ()).unwrap_err().code()
 }
@@ -58,7 +66,11 @@ fn accepts_the_pidfd_and_mem_of_one_live_process() {
     let p = prove(k.fds(), &me(), Access::Read).unwrap();
     assert_eq!(p.pid, k.pid());
     p.check_alive().unwrap();
-    let rw = vec![pidfd::open(k.pid()).unwrap(), mem(k.pid(), true)];
+    let rw = vec![
+        pidfd::open(k.pid()).unwrap(),
+        mem(k.pid(), true),
+        maps(k.pid()),
+    ];
     prove(rw, &me(), Access::ReadWrite).unwrap();
 }
 
@@ -68,17 +80,24 @@ fn refuses_wrong_count_and_kind() {
     let mut fds = k.fds();
     fds.pop();
     assert_eq!(code(prove(fds, &me(), Access::Read)), "fd_count");
+    let mut fds = k.fds();
+    fds.push(maps(k.pid()));
+    assert_eq!(code(prove(fds, &me(), Access::Read)), "fd_count");
     assert_eq!(code(prove(Vec::new(), &me(), Access::Read)), "fd_count");
     let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
     assert_eq!(
-        code(prove(vec![null, mem(k.pid(), false)], &me(), Access::Read)),
+        code(prove(
+            vec![null, mem(k.pid(), false), maps(k.pid())],
+            &me(),
+            Access::Read
+        )),
         "pidfd_invalid"
     );
     let status = OwnedFd::from(std::fs::File::open(format!("/proc/{}/status", k.pid())).unwrap());
-    let fds = vec![pidfd::open(k.pid()).unwrap(), status];
+    let fds = vec![pidfd::open(k.pid()).unwrap(), status, maps(k.pid())];
     assert_eq!(code(prove(fds, &me(), Access::Read)), "mem_fd_invalid");
     let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-    let fds = vec![pidfd::open(k.pid()).unwrap(), null];
+    let fds = vec![pidfd::open(k.pid()).unwrap(), null, maps(k.pid())];
     assert_eq!(code(prove(fds, &me(), Access::Read)), "mem_fd_invalid");
 }
 
@@ -86,14 +105,39 @@ fn refuses_wrong_count_and_kind() {
 fn refuses_mem_of_another_process_or_of_the_requester() {
     let a = Kid::sleep();
     let b = Kid::sleep();
-    let fds = vec![pidfd::open(a.pid()).unwrap(), mem(b.pid(), false)];
+    let fds = vec![
+        pidfd::open(a.pid()).unwrap(),
+        mem(b.pid(), false),
+        maps(a.pid()),
+    ];
     assert_eq!(code(prove(fds, &me(), Access::Read)), "mem_fd_mismatch");
     let own = OwnedFd::from(std::fs::File::open("/proc/self/mem").unwrap());
-    let fds = vec![pidfd::open(a.pid()).unwrap(), own];
+    let fds = vec![pidfd::open(a.pid()).unwrap(), own, maps(a.pid())];
     assert_eq!(code(prove(fds, &me(), Access::Read)), "mem_fd_is_requester");
     let own = OwnedFd::from(std::fs::File::open("/proc/self/mem").unwrap());
-    let fds = vec![pidfd::open(me().pid).unwrap(), own];
+    let fds = vec![pidfd::open(me().pid).unwrap(), own, maps(me().pid)];
     assert_eq!(code(prove(fds, &me(), Access::Read)), "target_is_requester");
+}
+
+#[test]
+fn checks_the_maps_fd_like_the_mem_fd() {
+    let a = Kid::sleep();
+    let b = Kid::sleep();
+    let fds = vec![
+        pidfd::open(a.pid()).unwrap(),
+        mem(a.pid(), false),
+        maps(b.pid()),
+    ];
+    assert_eq!(code(prove(fds, &me(), Access::Read)), "maps_fd_mismatch");
+    let fds = vec![
+        pidfd::open(a.pid()).unwrap(),
+        mem(a.pid(), false),
+        mem(a.pid(), false),
+    ];
+    assert_eq!(code(prove(fds, &me(), Access::Read)), "maps_fd_invalid");
+    let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    let fds = vec![pidfd::open(a.pid()).unwrap(), mem(a.pid(), false), null];
+    assert_eq!(code(prove(fds, &me(), Access::Read)), "maps_fd_invalid");
 }
 
 #[test]
@@ -116,7 +160,11 @@ fn refuses_modes_that_do_not_fit_the_access() {
         .write(true)
         .open(format!("/proc/{}/mem", k.pid()))
         .unwrap();
-    let fds = vec![pidfd::open(k.pid()).unwrap(), OwnedFd::from(wo)];
+    let fds = vec![
+        pidfd::open(k.pid()).unwrap(),
+        OwnedFd::from(wo),
+        maps(k.pid()),
+    ];
     assert_eq!(code(prove(fds, &me(), Access::Read)), "mem_fd_not_readable");
 }
 
@@ -129,7 +177,7 @@ fn probe_read_sees_exec_and_exit() {
         .spawn()
         .unwrap();
     let pid = i32::try_from(child.id()).unwrap();
-    let fds = vec![pidfd::open(pid).unwrap(), mem(pid, false)];
+    let fds = vec![pidfd::open(pid).unwrap(), mem(pid, false), maps(pid)];
     let p = prove(fds, &me(), Access::Read).unwrap();
     let stack = |pid: i32| {
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();

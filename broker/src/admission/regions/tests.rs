@@ -148,6 +148,7 @@ fn resolves_against_a_real_child() {
     let fds = vec![
         super::super::pidfd::open(pid).unwrap(),
         std::os::fd::OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/mem")).unwrap()),
+        std::os::fd::OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/maps")).unwrap()),
     ];
     let me = super::super::peer::PeerCred {
         pid: i32::try_from(std::process::id()).unwrap(),
