@@ -13,7 +13,8 @@
 #
 # Env: LAB_WORK (default /var/tmp/memgate-lab) holds the source tree and builds, never the repo.
 #      JOBS (default: nproc). Builds run under nice -n 19.
-# Host packages: build-essential flex bison libelf-dev libssl-dev bc (installed when missing).
+# Host packages: build-essential flex bison libelf-dev libssl-dev bc busybox-static (installed
+# when missing).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=pin.env
@@ -41,6 +42,7 @@ host_deps() {
     command -v bc >/dev/null || need+=(bc)
     [ -e /usr/include/libelf.h ] || need+=(libelf-dev)
     [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+    [ -x /bin/busybox ] || need+=(busybox-static)   # depmod for the lab kernel's modules
     [ ${#need[@]} -eq 0 ] && return 0
     log "apt-get install ${need[*]}"
     apt-get update -qq
@@ -107,7 +109,10 @@ configure() {
         for o in NETWORK_FILESYSTEMS EXT4_FS ISO9660_FS MSDOS_FS VFAT_FS AUTOFS_FS SCSI ATA \
                  BLK_DEV_SD INPUT_KEYBOARD INPUT_MOUSE SECURITY_SELINUX IPV6 XFRM NET_SCHED \
                  IP_MULTICAST IP_ADVANCED_ROUTER IP_PNP NETLABEL RFKILL VIRTIO_NET VIRTIO_BLK \
-                 HW_RANDOM I2C THERMAL WATCHDOG HWMON PCCARD HOTPLUG_PCI; do
+                 HW_RANDOM I2C THERMAL WATCHDOG HWMON PCCARD HOTPLUG_PCI NET_9P 9P_FS \
+                 PERF_EVENTS_INTEL_UNCORE PERF_EVENTS_INTEL_RAPL PERF_EVENTS_INTEL_CSTATE \
+                 PERF_EVENTS_AMD_POWER PERF_EVENTS_AMD_UNCORE X86_MCE MICROCODE HIBERNATION \
+                 KEXEC CRASH_DUMP; do
             scripts/config --disable "$o"
         done
         make -s olddefconfig
