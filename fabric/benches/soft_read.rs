@@ -9,8 +9,9 @@
 //! `/proc/PID/mem` fd (here this process's own). The raw baseline is the least a
 //! request/reply protocol over the same socket can cost: a 32-byte request, a 24-byte
 //! header plus the data copied from a buffer, served inline by the thread that read the
-//! request. A second baseline hands each request to a worker thread (the shape of an
-//! epoll loop feeding a pool), to measure what a cross-thread wake-up would add.
+//! request. Two more baselines measure the other threading models: one hands each request
+//! to a worker thread (an event loop feeding a pool: a cross-thread wake-up per request),
+//! one serves every connection from a single epoll loop.
 
 use memgate_fabric::{
     event_channel, public_key_from_seed, Access, Connection, Endpoint, KeySpec, MemorySource,
@@ -129,6 +130,77 @@ fn raw_server(handoff: bool) -> std::net::SocketAddr {
                     }
                 }
             });
+        }
+    });
+    a
+}
+
+/// Raw server as one epoll loop serving every connection (level-triggered), the other
+/// threading model the responder could have used.
+fn raw_epoll_server() -> std::net::SocketAddr {
+    use std::collections::HashMap;
+    use std::os::fd::AsRawFd;
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let a = l.local_addr().expect("addr");
+    let mem: Vec<u8> = (0..MEM).map(|i| i as u8).collect();
+    std::thread::spawn(move || {
+        // SAFETY: plain syscall; the result is checked.
+        let ep = unsafe { libc::epoll_create1(0) };
+        assert!(ep >= 0, "epoll_create1");
+        let add = |fd: i32, token: u64| {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: token,
+            };
+            // SAFETY: ep and fd are open; ev is a valid epoll_event for the call.
+            let r = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+            assert_eq!(r, 0, "epoll_ctl");
+        };
+        add(l.as_raw_fd(), u64::MAX);
+        let mut conns: HashMap<u64, (TcpStream, Vec<u8>)> = HashMap::new();
+        let (mut next, mut rx, mut out) = (0u64, vec![0u8; 64 << 10], Vec::new());
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+        loop {
+            // SAFETY: evs is a valid array of 16 epoll_events for the kernel to fill.
+            let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 16, -1) };
+            for ev in evs.iter().take(n.max(0) as usize) {
+                let token = ev.u64;
+                if token == u64::MAX {
+                    if let Ok((s, _)) = l.accept() {
+                        s.set_nodelay(true).expect("nodelay");
+                        add(s.as_raw_fd(), next);
+                        conns.insert(next, (s, Vec::new()));
+                        next += 1;
+                    }
+                    continue;
+                }
+                let Some((s, pending)) = conns.get_mut(&token) else {
+                    continue;
+                };
+                let k = match s.read(&mut rx) {
+                    Ok(0) | Err(_) => {
+                        conns.remove(&token);
+                        continue;
+                    }
+                    Ok(k) => k,
+                };
+                pending.extend_from_slice(&rx[..k]);
+                let mut at = 0;
+                while pending.len() - at >= 32 {
+                    let req = &pending[at..at + 32];
+                    let off = u64::from_le_bytes(req[..8].try_into().unwrap_or_default()) as usize;
+                    let len =
+                        u32::from_le_bytes(req[8..12].try_into().unwrap_or_default()) as usize;
+                    out.clear();
+                    out.extend_from_slice(&[0u8; 24]);
+                    out.extend_from_slice(&mem[off..off + len]);
+                    if s.write_all(&out).is_err() {
+                        break;
+                    }
+                    at += 32;
+                }
+                pending.drain(..at);
+            }
         }
     });
     a
@@ -264,20 +336,28 @@ fn main() {
     let (_r2, mut soft_vec) = soft(vec_src.clone(), 0x1000_0000);
     let mut raw = raw_client(raw_server(false));
     let mut hand = raw_client(raw_server(true));
+    let mut epoll = raw_client(raw_epoll_server());
 
     println!("soft provider READ vs raw TCP request/reply, loopback TCP, same run");
     let lat = latency(
-        &mut [&mut soft_proc, &mut soft_vec, &mut raw, &mut hand],
+        &mut [
+            &mut soft_proc,
+            &mut soft_vec,
+            &mut raw,
+            &mut hand,
+            &mut epoll,
+        ],
         4096,
     );
-    let [(sp50, sp99), (vp50, vp99), (rp50, rp99), (hp50, hp99)] = lat[..] else {
-        unreachable!("four clients")
+    let [(sp50, sp99), (vp50, vp99), (rp50, rp99), (hp50, hp99), (ep50, ep99)] = lat[..] else {
+        unreachable!("five clients")
     };
     println!("4 KiB latency, 1 outstanding (µs):        p50      p99");
     println!("  soft READ, /proc/PID/mem source       {sp50:7.1}  {sp99:7.1}");
     println!("  soft READ, in-memory source           {vp50:7.1}  {vp99:7.1}");
     println!("  raw TCP (served inline)               {rp50:7.1}  {rp99:7.1}");
     println!("  raw TCP (hand-off to a worker thread) {hp50:7.1}  {hp99:7.1}");
+    println!("  raw TCP (one epoll loop)              {ep50:7.1}  {ep99:7.1}");
     println!(
         "  ratio soft(/proc)/raw p50             {:7.2}  (goal <= 1.30)",
         sp50 / rp50
@@ -289,6 +369,10 @@ fn main() {
     println!(
         "  ratio hand-off/inline p50             {:7.2}",
         hp50 / rp50
+    );
+    println!(
+        "  ratio epoll loop/inline p50           {:7.2}",
+        ep50 / rp50
     );
     println!("throughput, best of 3 (GB/s) depth  soft/proc  soft/mem    raw  proc/raw  mem/raw");
     let (mut best_proc, mut best_vec): (f64, f64) = (0.0, 0.0);
