@@ -180,3 +180,78 @@ fn resolves_against_a_real_child() {
     .unwrap_err();
     assert_eq!(e.code(), "target_exited");
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn near_mappings() -> impl Strategy<Value = u64> {
+        // Addresses around the synthetic mappings' edges, plus anything at all.
+        prop_oneof![
+            proptest::sample::select(vec![
+                0x5555_5555_4000u64,
+                0x5555_5555_8000,
+                0x5555_5560_0000,
+                0x5555_5570_0000,
+                0x7f00_0000_0000,
+                0x7f00_0002_1000,
+                0x7fff_f7fc_0000,
+                0x7fff_fffd_e000,
+                0xffff_ffff_ff60_0000,
+            ])
+            .prop_flat_map(|b| (0u64..0x30).prop_map(move |k| b.wrapping_add(k * 0x1000))),
+            any::<u64>(),
+        ]
+    }
+
+    fn length() -> impl Strategy<Value = u64> {
+        prop_oneof![(0u64..0x40).prop_map(|k| k * 0x1000), any::<u64>()]
+    }
+
+    proptest! {
+        /// Whatever ranges a requester sends, the check never panics, and everything it
+        /// accepts lies inside readable mappings of an allowed kind, page-aligned, without
+        /// overlap.
+        #[test]
+        fn accepted_regions_are_inside_allowed_mappings(
+            specs in proptest::collection::vec((near_mappings(), length()), 0..6),
+            rw in any::<bool>(),
+        ) {
+            let m = maps::parse(MAPS).unwrap();
+            let allowed = [PrivateAnon, Heap, Stack, Shared];
+            let access = if rw { Access::ReadWrite } else { Access::Read };
+            let sel = RegionSelection::List(
+                specs.iter().map(|&(addr, len)| RegionSpec { addr, len }).collect(),
+            );
+            if let Ok(regions) = check(&m, &sel, &rules(access, &allowed)) {
+                prop_assert_eq!(regions.len(), specs.len());
+                for r in &regions {
+                    prop_assert!(r.len > 0 && r.addr % 4096 == 0 && r.len % 4096 == 0);
+                    let end = r.addr.checked_add(r.len);
+                    prop_assert!(end.is_some());
+                    let mut cur = r.addr;
+                    while cur < r.addr + r.len {
+                        let mm = m.iter().find(|x| x.start <= cur && cur < x.end);
+                        prop_assert!(mm.is_some(), "{:#x} unmapped", cur);
+                        let mm = mm.unwrap();
+                        prop_assert_eq!(mm.class, maps::Class::Kind(r.kind));
+                        prop_assert!(allowed.contains(&r.kind));
+                        prop_assert!(!rw || mm.write);
+                        cur = mm.end;
+                    }
+                }
+                let mut sorted = regions.clone();
+                sorted.sort_by_key(|r| r.addr);
+                for w in sorted.windows(2) {
+                    prop_assert!(w[0].addr + w[0].len <= w[1].addr);
+                }
+            }
+        }
+
+        /// The maps parser never panics on arbitrary text.
+        #[test]
+        fn maps_parser_never_panics(text in "\\PC{0,400}") {
+            let _ = maps::parse(&text);
+        }
+    }
+}
