@@ -358,3 +358,31 @@ fn shutdown_flushes_outstanding_reads() {
     assert_eq!(out[0].status, WcStatus::Flushed);
     assert!(Connection::connect(&st.ep, st.grant, st.seed).is_err());
 }
+
+#[test]
+fn unauthenticated_connections_per_peer_are_bounded() {
+    let limits = SoftLimits {
+        max_handshakes_per_peer: 2,
+        ..SoftLimits::default()
+    };
+    let st = setup(limits);
+    // Authenticated connections do not count against the set-up bound.
+    let mut good = st.good();
+    let mut good2 = st.good();
+    let idle = [st.tcp(), st.tcp()];
+    wait_for("two idle connections", || st.resp.connection_count() == 4);
+    let mut third = st.tcp();
+    assert_eq!(
+        until_closed(&mut third),
+        vec![(wire::OP_ERROR, wire::code::UNAVAILABLE)]
+    );
+    st.check_good(&mut good);
+    st.check_good(&mut good2);
+    // Once the idle ones give up, the peer may set up connections again.
+    drop(idle);
+    wait_for("the idle connections to go", || {
+        st.resp.connection_count() == 2
+    });
+    let mut again = st.good();
+    st.check_good(&mut again);
+}

@@ -3,7 +3,7 @@
 //! no cross-thread hand-off on the READ path).
 
 use super::serve;
-use super::stream::Stream;
+use super::stream::{PeerTag, Stream};
 use super::table::Table;
 use crate::{Endpoint, EventSink, FabricError, KeySpec, MemorySource, Region, Responder};
 use std::collections::HashMap;
@@ -33,6 +33,9 @@ pub struct SoftLimits {
     pub write_timeout: Duration,
     /// Most simultaneous connections.
     pub max_connections: usize,
+    /// Most connections still in set-up from one peer (TCP: one IP address; Unix: one
+    /// uid), so one host cannot hold every slot with connections that never authenticate.
+    pub max_handshakes_per_peer: usize,
 }
 
 impl Default for SoftLimits {
@@ -42,6 +45,7 @@ impl Default for SoftLimits {
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             max_connections: MAX_CONNECTIONS,
+            max_handshakes_per_peer: 16,
         }
     }
 }
@@ -53,7 +57,47 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     pub(crate) limits: SoftLimits,
     conns: Mutex<HashMap<u64, Stream>>,
+    /// Connections in set-up per peer.
+    pending: Mutex<HashMap<PeerTag, usize>>,
     next_conn: AtomicU64,
+}
+
+/// Counts one connection in set-up against its peer until dropped.
+pub(crate) struct PendingGuard {
+    shared: Arc<Shared>,
+    tag: PeerTag,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut p = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = p.get_mut(&self.tag) {
+            *n -= 1;
+            if *n == 0 {
+                p.remove(&self.tag);
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Admit one more connection in set-up from `tag`, within the per-peer bound.
+    fn begin_handshake(self: &Arc<Self>, tag: PeerTag) -> Option<PendingGuard> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let n = p.entry(tag).or_insert(0);
+        if *n >= self.limits.max_handshakes_per_peer {
+            return None;
+        }
+        *n += 1;
+        Some(PendingGuard {
+            shared: self.clone(),
+            tag,
+        })
+    }
 }
 
 enum Listener {
@@ -119,6 +163,7 @@ impl SoftResponder {
             stop: AtomicBool::new(false),
             limits,
             conns: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
         });
         let sh = shared.clone();
@@ -153,6 +198,10 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>) {
             std::thread::sleep(std::time::Duration::from_millis(10));
             continue;
         };
+        let Some(guard) = shared.begin_handshake(s.peer_tag()) else {
+            serve::refuse(s, "too many unauthenticated connections from this peer");
+            continue;
+        };
         let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         {
             let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -170,7 +219,7 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>) {
         let spawned = std::thread::Builder::new()
             .name("fabric-conn".into())
             .spawn(move || {
-                serve::serve(s, &sh);
+                serve::serve(s, &sh, guard);
                 sh.conns
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -3,7 +3,7 @@
 //! outgoing batch and writes each batch with one write.
 
 use super::auth;
-use super::responder::Shared;
+use super::responder::{PendingGuard, Shared};
 use super::stream::Stream;
 use super::wire::{self, code, Frame, ReadReq, WireError};
 use crate::{Access, FabricEvent, WcStatus, MAX_READ_LEN, MAX_SGE};
@@ -150,10 +150,12 @@ fn handshake(s: &mut Stream, shared: &Shared) -> Result<([u8; 16], [u8; 32]), Ha
 }
 
 /// Serve one accepted connection until it closes.
-pub(crate) fn serve(mut s: Stream, shared: &Shared) {
+pub(crate) fn serve(mut s: Stream, shared: &Shared, pending: PendingGuard) {
     let _ = s.tune();
     let _ = s.set_write_timeout(Some(shared.limits.write_timeout));
-    let (grant, peer) = match handshake(&mut s, shared) {
+    let outcome = handshake(&mut s, shared);
+    drop(pending);
+    let (grant, peer) = match outcome {
         Ok(gp) => gp,
         Err(HandshakeError::Refused(c, msg)) => {
             let mut b = Vec::new();

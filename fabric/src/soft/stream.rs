@@ -6,6 +6,14 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+/// Identity of a connecting peer before it has authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum PeerTag {
+    Ip(std::net::IpAddr),
+    Uid(u32),
+    Unknown,
+}
+
 /// Either kind of connected stream.
 #[derive(Debug)]
 pub(crate) enum Stream {
@@ -44,6 +52,41 @@ impl Stream {
             Stream::Unix(s) => s.set_nonblocking(on),
         }
     }
+    /// Who is connecting, for the per-peer limit on connections still in set-up: the
+    /// remote IP address for TCP, the peer's uid for a Unix socket.
+    pub(crate) fn peer_tag(&self) -> PeerTag {
+        match self {
+            Stream::Tcp(s) => s
+                .peer_addr()
+                .map(|a| PeerTag::Ip(a.ip()))
+                .unwrap_or(PeerTag::Unknown),
+            Stream::Unix(s) => {
+                let mut cred = libc::ucred {
+                    pid: 0,
+                    uid: 0,
+                    gid: 0,
+                };
+                let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+                // SAFETY: cred and len are valid for writes of the sizes passed; the fd is
+                // an open Unix socket owned by `s`.
+                let r = unsafe {
+                    libc::getsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_PEERCRED,
+                        (&mut cred as *mut libc::ucred).cast(),
+                        &mut len,
+                    )
+                };
+                if r == 0 {
+                    PeerTag::Uid(cred.uid)
+                } else {
+                    PeerTag::Unknown
+                }
+            }
+        }
+    }
+
     /// TCP_NODELAY on TCP; nothing for Unix.
     pub(crate) fn tune(&self) -> io::Result<()> {
         match self {
