@@ -1,8 +1,16 @@
 //! The conformance suite: one set of checks written against the provider-neutral API
-//! ([`Responder`] + [`Connection`]), run by `tests/conformance_soft.rs` for the soft
+//! ([`Responder`] + [`Connection`](crate::Connection)), run by `tests/conformance_soft.rs` for the soft
 //! provider and runnable against any other provider through a [`Provider`] factory.
 //!
-//! Every case builds its own responder, so cases are independent.
+//! Every case builds its own responder, so cases are independent. The memory served is
+//! real: patterned buffers of the running process read through `/proc/self/mem`, and a
+//! child process (`sleep`) read through its `/proc/PID/mem` and killed mid-stream.
+//!
+//! What a provider must supply beyond [`Provider::responder`]: [`Provider::source`] if it
+//! registers memory by other means than a [`MemorySource`], and
+//! [`Provider::unauthenticated_probe`] if its connection set-up is not the soft wire
+//! protocol (the default speaks that protocol on `tcp:`/`unix:` endpoints and fails on
+//! anything else).
 
 mod access;
 mod cases;
