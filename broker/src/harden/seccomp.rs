@@ -117,6 +117,8 @@ fn constant(name: &str) -> Option<u64> {
         "PR_GET_SECCOMP" => libc::PR_GET_SECCOMP as u64,
         "PR_GET_DUMPABLE" => libc::PR_GET_DUMPABLE as u64,
         "PR_GET_KEEPCAPS" => libc::PR_GET_KEEPCAPS as u64,
+        "PR_GET_AUXV" => 0x4155_5856, // "AUXV", Linux 6.4
+
         "SELF_PID" => u64::from(std::process::id()),
         _ => return None,
     };
