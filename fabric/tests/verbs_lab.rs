@@ -61,7 +61,16 @@ fn lab_conformance() {
         cases.len()
     );
     let mut failed = 0;
-    for (name, r) in memgate_fabric::conformance::run_all(&p, None) {
+    let t0 = std::time::Instant::now();
+    for case in cases {
+        let t = std::time::Instant::now();
+        println!(
+            "@@INFO verbs case {} starts at {:.1}s",
+            case.name,
+            t0.elapsed().as_secs_f64()
+        );
+        let (name, r) = (case.name, (case.run)(&p));
+        let r = r.map_err(|e| format!("{e} ({:.1}s)", t.elapsed().as_secs_f64()));
         match r {
             Ok(()) => println!("@@CHK verbs_{name} PASS"),
             Err(e) => {

@@ -120,6 +120,8 @@ mk_initramfs() { # kernel_root kernel_release out.cpio.gz test_bin...
 cd /tmp && MEMGATE_LAB_LISTEN=rdma:192.0.2.1:0 /usr/bin/verbs_lab --ignored --exact lab_conformance \
     --nocapture --test-threads 1
 EOS
+        # MEMGATE_VERBS_TRACE=1 on the host traces the provider's steps on the guest console.
+        [ -z "${MEMGATE_VERBS_TRACE:-}" ] || sed -i '2i export MEMGATE_VERBS_TRACE=1' "$R/tests/verbs-conformance"
         chmod 755 "$R/tests/verbs-conformance"
     fi
     if [ -n "${LIBOVERRIDE:-}" ]; then

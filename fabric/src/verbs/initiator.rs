@@ -92,6 +92,7 @@ impl VerbsConnection {
         let cnonce = auth::nonce()?;
         let hello = msg::put_nonce(msg::VERSION, &cnonce);
         let (mut c, snonce) = VerbsConnection::establish(endpoint, grant, &hello)?;
+        trace!("initiator: established with {endpoint}");
         let (peer, sig) = auth::sign(&peer_seed, &grant, &cnonce, &snonce)?;
         c.authenticate(grant, peer, sig)?;
         Ok(c)
@@ -430,6 +431,11 @@ impl VerbsConnection {
         if wc.wr_id & TAG_CTRL != 0 {
             return;
         }
+        trace!(
+            "initiator: completion status {} opcode {}",
+            wc.status,
+            wc.opcode
+        );
         let Some(p) = self.pending.front_mut() else {
             return;
         };
@@ -614,6 +620,7 @@ impl Drop for VerbsConnection {
             // SAFETY: id live and connected (or connecting).
             unsafe { rdma_disconnect(self.id) };
         }
+        trace!("initiator: drop");
         // QP (and its CQs) first, then the READ buffers' MRs, PD, channel, id.
         self.qp = None;
         for p in self.pending.drain(..) {
@@ -630,6 +637,7 @@ impl Drop for VerbsConnection {
             }
             rdma_destroy_id(self.id);
         }
+        trace!("initiator: dropped");
     }
 }
 

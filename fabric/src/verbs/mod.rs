@@ -22,6 +22,27 @@
 //!
 //! Without a device every entry point fails with [`FabricError::NoDevice`](crate::FabricError::NoDevice).
 
+/// Trace a step to stderr when `MEMGATE_VERBS_TRACE` is set (kernel-lab diagnostics).
+macro_rules! trace {
+    ($($t:tt)*) => {
+        if $crate::verbs::tracing() {
+            eprintln!("verbs {:.3}: {}", $crate::verbs::trace_clock(), format_args!($($t)*));
+        }
+    };
+}
+
+/// Seconds since the first trace.
+pub(crate) fn trace_clock() -> f64 {
+    static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    T0.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+}
+
+/// Whether `MEMGATE_VERBS_TRACE` is set.
+pub(crate) fn tracing() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("MEMGATE_VERBS_TRACE").is_some_and(|v| !v.is_empty()))
+}
+
 mod auth;
 mod cm;
 mod initiator;

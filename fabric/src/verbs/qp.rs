@@ -236,7 +236,9 @@ impl Qp {
                 mw_access_flags: access,
             },
         };
-        self.post_wait(&mut wr)
+        let r = self.post_wait(&mut wr);
+        trace!("bind_mw rkey {rkey:#x} addr {addr:#x}+{len} -> {r:?}");
+        r
     }
 
     /// LOCAL_INV of `rkey` posted on this QP.
@@ -244,7 +246,9 @@ impl Qp {
         let mut wr = zero_send_wr();
         wr.opcode = ibv_wr_opcode::IBV_WR_LOCAL_INV;
         wr.imm_data_invalidated_rkey_union.invalidated_rkey = rkey;
-        self.post_wait(&mut wr)
+        let r = self.post_wait(&mut wr);
+        trace!("local_inv rkey {rkey:#x} -> {r:?}");
+        r
     }
 
     fn destroy_cqs(&mut self) {
@@ -270,7 +274,9 @@ impl Drop for Qp {
                 rdma_destroy_qp(self.id);
             }
         }
+        trace!("qp: destroyed the QP");
         self.destroy_cqs();
+        trace!("qp: destroyed the CQs");
         if !self.ctrl_mr.is_null() {
             // SAFETY: registered in create(), no work request refers to it any more.
             unsafe { ibv_dereg_mr(self.ctrl_mr) };

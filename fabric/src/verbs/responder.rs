@@ -61,6 +61,10 @@ pub(crate) struct KeyEntry {
     pub(crate) bound: Option<u64>,
     /// Bound on a QP that is gone: invalidate before binding again.
     pub(crate) stale: bool,
+    /// The connection (live or zombie) whose QP the window currently holds: rxe cannot
+    /// destroy a QP while a window is bound on it, so that QP is kept until the window is
+    /// invalidated or freed.
+    pub(crate) pinned_qp: Option<u64>,
     /// Expired: window invalidated, kept only so `revoke` still finds it.
     pub(crate) expired: bool,
 }
@@ -79,6 +83,8 @@ pub(crate) struct State {
     pub(crate) regions: HashMap<u64, RegionEntry>,
     pub(crate) keys: HashMap<u32, KeyEntry>,
     pub(crate) conns: HashMap<u64, Conn>,
+    /// Closed connections whose QP still holds a bound window.
+    pub(crate) zombies: HashMap<u64, Conn>,
     pub(crate) next_region: u64,
     pub(crate) next_conn: u64,
     pub(crate) last_watch: std::time::Instant,
@@ -90,6 +96,7 @@ impl Default for State {
             regions: HashMap::new(),
             keys: HashMap::new(),
             conns: HashMap::new(),
+            zombies: HashMap::new(),
             next_region: 0,
             next_conn: 0,
             last_watch: std::time::Instant::now(),
@@ -323,7 +330,10 @@ fn make_key(
     Ok((mr, mw))
 }
 
-/// Bind `rkey`'s window on connection `conn` (invalidating an old binding first).
+/// Bind `rkey`'s window on connection `conn`. A type-2 window must be free to bind, so an
+/// existing binding (on another connection, or on a queue pair that is gone) is
+/// invalidated first — exactly once: rxe 6.1 dereferences a NULL queue pair when asked to
+/// invalidate a window that is already free.
 pub(crate) fn bind_key(st: &mut State, rkey: u32, conn: u64) -> Result<(), FabricError> {
     let Some(k) = st.keys.get(&rkey) else {
         return Err(FabricError::UnknownKey(rkey));
@@ -337,16 +347,39 @@ pub(crate) fn bind_key(st: &mut State, rkey: u32, conn: u64) -> Result<(), Fabri
         k.bound,
         k.stale,
     );
-    if let Some(old) = old.filter(|o| *o != conn) {
-        if let Some(c) = st.conns.get_mut(&old) {
-            let _ = c.qp.local_inv(rkey);
+    if old == Some(conn) {
+        return Ok(());
+    }
+    let mut needs_inv = stale || old.is_some();
+    if let Some(c) = old.and_then(|o| st.conns.get_mut(&o)) {
+        if matches!(c.qp.local_inv(rkey), Ok(ibv_wc_status::IBV_WC_SUCCESS)) {
+            needs_inv = false;
+        }
+    }
+    if !needs_inv {
+        if let Some(k) = st.keys.get_mut(&rkey) {
+            k.pinned_qp = None;
+        }
+    }
+    if let Some(k) = st.keys.get_mut(&rkey) {
+        k.bound = None;
+        k.stale = needs_inv;
+    }
+    let c = st.conns.get_mut(&conn).ok_or(FabricError::Shutdown)?;
+    if needs_inv {
+        let st_code = c.qp.local_inv(rkey)?;
+        if st_code != ibv_wc_status::IBV_WC_SUCCESS {
+            return Err(FabricError::Verbs(format!(
+                "invalidating the old binding of rkey {rkey:#010x}: {}",
+                super::status::wc_status_name(st_code)
+            )));
+        }
+        if let Some(k) = st.keys.get_mut(&rkey) {
+            k.stale = false;
+            k.pinned_qp = None;
         }
     }
     let c = st.conns.get_mut(&conn).ok_or(FabricError::Shutdown)?;
-    if stale || old.is_some_and(|o| o != conn) {
-        // The window may still be bound on a dead QP: a type-2 window must be free to bind.
-        let _ = c.qp.local_inv(rkey);
-    }
     let st_code = c.qp.bind_mw(mw, mr, addr, len, access, rkey)?;
     if st_code != ibv_wc_status::IBV_WC_SUCCESS {
         return Err(FabricError::Verbs(format!(
@@ -359,6 +392,7 @@ pub(crate) fn bind_key(st: &mut State, rkey: u32, conn: u64) -> Result<(), Fabri
     if let Some(k) = st.keys.get_mut(&rkey) {
         k.bound = Some(conn);
         k.stale = false;
+        k.pinned_qp = Some(conn);
     }
     Ok(())
 }
@@ -375,6 +409,7 @@ pub(crate) fn destroy_key(st: &mut State, rkey: u32, k: &mut KeyEntry) {
         unsafe { ibv_dealloc_mw(k.mw) };
         k.mw = std::ptr::null_mut();
     }
+    k.pinned_qp = None;
     if !k.mr.is_null() {
         // SAFETY: no window refers to the MR any more.
         unsafe { ibv_dereg_mr(k.mr) };
@@ -467,6 +502,7 @@ impl Responder for VerbsResponder {
                 mw,
                 bound: None,
                 stale: false,
+                pinned_qp: None,
                 expired: false,
             },
         );
@@ -541,7 +577,9 @@ impl Responder for VerbsResponder {
 
 impl Drop for VerbsResponder {
     fn drop(&mut self) {
+        trace!("responder: drop");
         self.shutdown();
+        trace!("responder: shut down");
         let mut st = self.inner.lock();
         let rkeys: Vec<u32> = st.keys.keys().copied().collect();
         for r in rkeys {
@@ -550,7 +588,9 @@ impl Drop for VerbsResponder {
             }
         }
         st.regions.clear();
+        serve::reap(&mut st);
         drop(st);
+        trace!("responder: keys freed");
         // SAFETY: every QP, MR and window of this PD is gone; the comp channel has no CQs
         // left; the listen id has no QP. Destroyed in dependency order, exactly once.
         unsafe {

@@ -246,6 +246,7 @@ fn authenticate(
     if !auth::verify(&peer, &grant, &c.cnonce, &c.snonce, &sig) {
         return refuse(c, code::AUTH, "bad signature");
     }
+    trace!("conn {conn}: signature verified");
     let now = SystemTime::now();
     let rkeys: Vec<u32> = st
         .keys
@@ -328,6 +329,7 @@ fn housekeeping(inner: &Inner, evs: &mut Vec<FabricEvent>) {
     if st.last_watch.elapsed() >= WATCH_EVERY {
         st.last_watch = Instant::now();
         watch_targets(&mut st);
+        reap(&mut st);
     }
     let now = SystemTime::now();
     let expired: Vec<u32> = st
@@ -364,6 +366,7 @@ pub(crate) fn teardown(st: &mut State, conn: u64, evs: &mut Vec<FabricEvent>) {
     let Some(c) = st.conns.remove(&conn) else {
         return;
     };
+    trace!("teardown conn {conn}");
     for k in st.keys.values_mut() {
         if k.bound == Some(conn) {
             k.bound = None;
@@ -373,10 +376,28 @@ pub(crate) fn teardown(st: &mut State, conn: u64, evs: &mut Vec<FabricEvent>) {
     if let Some((grant, peer)) = c.auth {
         evs.push(FabricEvent::Disconnected { grant, peer });
     }
-    let id = c.qp.id;
     // SAFETY: id live; disconnect is harmless when already disconnected.
-    unsafe { rdma_disconnect(id) };
-    drop(c);
-    // SAFETY: the QP is destroyed (Qp's drop) and every event of this id was acked.
-    unsafe { rdma_destroy_id(id) };
+    unsafe { rdma_disconnect(c.qp.id) };
+    st.zombies.insert(conn, c);
+    reap(st);
+}
+
+/// Destroy closed connections whose QP no window is bound on any more.
+pub(crate) fn reap(st: &mut State) {
+    let free: Vec<u64> = st
+        .zombies
+        .keys()
+        .copied()
+        .filter(|z| !st.keys.values().any(|k| k.pinned_qp == Some(*z)))
+        .collect();
+    for z in free {
+        if let Some(c) = st.zombies.remove(&z) {
+            let id = c.qp.id;
+            drop(c);
+            trace!("conn {z}: QP destroyed");
+            // SAFETY: the QP is destroyed (Qp's drop) and every event of this id was acked.
+            unsafe { rdma_destroy_id(id) };
+            trace!("conn {z}: id destroyed");
+        }
+    }
 }
