@@ -97,7 +97,11 @@ fn read_frame<'a>(
     }
 }
 
-fn handshake(s: &mut Stream, shared: &Shared) -> Result<([u8; 16], [u8; 32]), HandshakeError> {
+fn handshake(
+    s: &mut Stream,
+    shared: &Shared,
+    pending: PendingGuard,
+) -> Result<([u8; 16], [u8; 32]), HandshakeError> {
     let deadline = Instant::now() + shared.limits.handshake_timeout;
     let mut buf = [0u8; 8 + wire::MAX_REQUEST_BODY];
     let (grant, peer, cnonce) = match read_frame(s, &mut buf, deadline)? {
@@ -143,6 +147,9 @@ fn handshake(s: &mut Stream, shared: &Shared) -> Result<([u8; 16], [u8; 32]), Ha
             "no live key of this grant is bound to this peer key".into(),
         ));
     }
+    // Authenticated: no longer counts against the peer's set-up bound (released before
+    // WELCOME so the peer can never observe itself still counted).
+    drop(pending);
     out.clear();
     wire::put_welcome(&mut out, shared.limits.max_outstanding);
     s.write_all(&out)?;
@@ -153,9 +160,7 @@ fn handshake(s: &mut Stream, shared: &Shared) -> Result<([u8; 16], [u8; 32]), Ha
 pub(crate) fn serve(mut s: Stream, shared: &Shared, pending: PendingGuard) {
     let _ = s.tune();
     let _ = s.set_write_timeout(Some(shared.limits.write_timeout));
-    let outcome = handshake(&mut s, shared);
-    drop(pending);
-    let (grant, peer) = match outcome {
+    let (grant, peer) = match handshake(&mut s, shared, pending) {
         Ok(gp) => gp,
         Err(HandshakeError::Refused(c, msg)) => {
             let mut b = Vec::new();
