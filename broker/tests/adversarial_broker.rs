@@ -305,6 +305,28 @@ fn requester_without_ptrace_rights() {
 }
 
 #[test]
+fn non_dumpable_target_refuses_even_its_own_uid() {
+    let w = World::new();
+    let locked = Target::spawn_with(TARGET_UID, &["--undumpable"]);
+    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let r = Requester::start(
+        TARGET_UID,
+        &w.broker.socket,
+        locked.pid,
+        FDS,
+        &req.encode().unwrap(),
+        false,
+    );
+    match r.report() {
+        Report::OpenError(errno, _) => assert_eq!(errno, libc::EACCES),
+        Report::Reply(_) => panic!("the mem of a non-dumpable process was opened by its uid"),
+    }
+    // With the readable target's fds but the locked target's pidfd: no match.
+    let fds = format!("pidfd:{},mem,maps", locked.pid);
+    w.denied(TARGET_UID, &fds, &req, "mem_fd_mismatch");
+}
+
+#[test]
 fn mem_fd_of_another_process_and_of_the_requester() {
     let w = World::new();
     let second = Target::spawn(TARGET_UID);

@@ -343,6 +343,26 @@ fn requester_without_ptrace_rights_cannot_open_mem() {
 }
 
 #[test]
+fn non_dumpable_target_refuses_even_its_own_uid() {
+    let w = World::new();
+    let locked = Target::spawn_with(TARGET_UID, &["--undumpable"]);
+    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let mut r = Requester::start(
+        TARGET_UID,
+        &w.listener.path,
+        locked.pid,
+        FDS,
+        &req.encode().unwrap(),
+        false,
+    );
+    match w.listener.receive(&mut r) {
+        Err(Report::OpenError(errno, _)) => assert_eq!(errno, libc::EACCES),
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("the mem of a non-dumpable process was opened by its uid"),
+    }
+}
+
+#[test]
 fn requester_without_ptrace_rights_sending_another_processes_mem() {
     let mut w = World::new();
     // A process the requester may ptrace (its own uid), whose mem it sends instead.
@@ -419,16 +439,8 @@ fn mem_fd_from_before_an_exec_is_refused() {
     // The target execs after the requester opened its mem: the fd still names the old
     // address space, which reads as end-of-file. Same pid, same pidfd, other memory.
     let mut w = World::new();
-    let mut shell = std::process::Command::new("sh");
-    use std::os::unix::process::CommandExt;
-    let mut child = shell
-        .args(["-c", "read x; exec sleep 60"])
-        .uid(TARGET_UID)
-        .gid(TARGET_UID)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = i32::try_from(child.id()).unwrap();
+    let mut target = Target::spawn_with(TARGET_UID, &["--exec-on-line"]);
+    let pid = target.pid;
     let mut c = w.claims(TARGET_UID);
     c.target.pid = None;
     let req = read_req(mint(&w.keys, &c), RegionSelection::All);
@@ -440,11 +452,7 @@ fn mem_fd_from_before_an_exec_is_refused() {
         &req.encode().unwrap(),
         true,
     );
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"go\n").unwrap();
-    }
+    target.poke();
     // Wait for the exec to happen.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -459,8 +467,6 @@ fn mem_fd_from_before_an_exec_is_refused() {
     let d = w.serve(&mut r).expect_err("a pre-exec mem fd was admitted");
     assert_eq!(d.code, "mem_unreadable", "{d}");
     assert_eq!(w.state.replay.len(), before);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

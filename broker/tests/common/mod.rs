@@ -44,29 +44,37 @@ pub struct Target {
 }
 
 impl Target {
-    /// `sleep 60` as `uid`/`uid`.
+    /// The target program as `uid`/`uid` (see `target.py`), once it is ready.
     pub fn spawn(uid: u32) -> Target {
-        let child = Command::new("sleep")
-            .arg("60")
+        Self::spawn_with(uid, &[])
+    }
+
+    /// Like [`Target::spawn`] with `target.py` flags (`--undumpable`, `--exec-on-line`).
+    pub fn spawn_with(uid: u32, flags: &[&str]) -> Target {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/target.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(flags)
             .uid(uid)
             .gid(uid)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("spawn target");
         let pid = i32::try_from(child.id()).expect("pid");
-        // Wait until it sleeps, so its address space is set up.
-        let deadline = Instant::now() + StdDuration::from_secs(10);
-        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                !s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('S'))
-            })
-            .unwrap_or(true)
-        {
-            assert!(Instant::now() < deadline, "target never went to sleep");
-            std::thread::sleep(StdDuration::from_millis(5));
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
         }
+        assert_eq!(line.trim(), "ready", "target did not start");
         Target { child, pid, uid }
+    }
+
+    /// Sends a line to the target's stdin (`--exec-on-line` then execs).
+    pub fn poke(&mut self) {
+        if let Some(mut i) = self.child.stdin.take() {
+            let _ = i.write_all(b"go\n");
+        }
     }
 
     /// The target's cgroup v2 path, as the broker will see it.
