@@ -273,7 +273,7 @@ impl Broker {
         std::fs::write(p.join("policy/policy.toml.minisig"), pki.sign(policy))
             .map_err(|e| e.to_string())?;
         let config = format!(
-            "socket = \"run/broker.sock\"\nlog_level = \"debug\"\nlog_target = \"stderr\"\n\
+            "socket = \"run/broker.sock\"\nlog_level = \"info\"\nlog_target = \"stderr\"\n\
              [policy]\npath = \"policy/policy.toml\"\nadmin_keys = [\"admin.pub\"]\n\
              [fabric]\nlisten = \"tcp:127.0.0.1:0\"\n[audit]\npath = \"log/audit.jsonl\"\njournal = false\n\
              {extra_config}\n"
@@ -595,8 +595,10 @@ pub fn export(
     client.call(&req, &borrowed).expect("export call")
 }
 
-/// The target role: allocate, fill, report, wait for stdin to close.
-fn target_main(spec: &str) -> ! {
+/// The target role: allocate, fill, report, wait for stdin to close. Test binaries run it
+/// from `support::target_entry`; other binaries that include this module (the benchmark)
+/// call it when `MEMGATE_TEST_TARGET` is set.
+pub fn target_main(spec: &str) -> ! {
     let mut it = spec.split_whitespace();
     let pages: u64 = it.next().and_then(|p| p.parse().ok()).unwrap_or(1);
     let seed: u8 = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
