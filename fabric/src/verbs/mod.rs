@@ -34,7 +34,9 @@ macro_rules! trace {
 /// Seconds since the first trace.
 pub(crate) fn trace_clock() -> f64 {
     static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    T0.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    T0.get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
 }
 
 /// Whether `MEMGATE_VERBS_TRACE` is set.

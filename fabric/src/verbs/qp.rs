@@ -296,6 +296,20 @@ pub(crate) fn rd_atom(ctx: *mut ibv_context) -> (u8, u8) {
     (c(a.max_qp_init_rd_atom), c(a.max_qp_rd_atom))
 }
 
+/// Whether the device is soft-RoCE (rxe).
+pub(crate) fn is_rxe(ctx: *mut ibv_context) -> bool {
+    // SAFETY: ctx is a live device context; the name is a static NUL-terminated string of
+    // the device, or NULL.
+    let name = unsafe { ibv_get_device_name((*ctx).device) };
+    if name.is_null() {
+        return false;
+    }
+    // SAFETY: non-null, NUL-terminated, lives as long as the device list entry.
+    unsafe { std::ffi::CStr::from_ptr(name) }
+        .to_bytes()
+        .starts_with(b"rxe")
+}
+
 /// Acknowledge and forget an event.
 pub(crate) fn ack(ev: *mut rdma_cm_event) {
     // SAFETY: ev came from rdma_get_cm_event and is acked exactly once.
