@@ -2,7 +2,7 @@
 //! them, per-uid usage for quotas, and tombstones of ended grants so that a `Wait` that
 //! arrives late still learns how the grant ended.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::time::SystemTime;
 
@@ -123,11 +123,14 @@ pub struct Tombstone {
     pub committed: bool,
 }
 
-/// Live grants plus tombstones.
+/// Live grants plus tombstones, with indexes so that the per-request work (usage of a uid,
+/// the next lease end, expired grants) does not scan every grant.
 #[derive(Debug)]
 pub struct Registry {
     live: HashMap<GrantId, GrantRecord>,
     by_slot: HashMap<u64, GrantId>,
+    by_expiry: BTreeSet<(SystemTime, u64)>,
+    usage: HashMap<u32, Usage>,
     next_slot: u64,
     tombstones: HashMap<GrantId, Tombstone>,
     tomb_order: VecDeque<GrantId>,
@@ -141,6 +144,8 @@ impl Registry {
         Registry {
             live: HashMap::new(),
             by_slot: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            usage: HashMap::new(),
             next_slot: 0,
             tombstones: HashMap::new(),
             tomb_order: VecDeque::new(),
@@ -159,6 +164,10 @@ impl Registry {
     pub fn insert(&mut self, rec: GrantRecord) {
         self.total_bytes = self.total_bytes.saturating_add(rec.bytes);
         self.by_slot.insert(rec.slot, rec.grant.id);
+        self.by_expiry.insert((rec.expires, rec.slot));
+        let u = self.usage.entry(rec.uid).or_default();
+        u.grants = u.grants.saturating_add(1);
+        u.bytes = u.bytes.saturating_add(rec.bytes);
         self.live.insert(rec.grant.id, rec);
     }
 
@@ -181,6 +190,14 @@ impl Registry {
     pub fn remove(&mut self, id: &GrantId, cause: EndCause) -> Option<GrantRecord> {
         let rec = self.live.remove(id)?;
         self.by_slot.remove(&rec.slot);
+        self.by_expiry.remove(&(rec.expires, rec.slot));
+        if let Some(u) = self.usage.get_mut(&rec.uid) {
+            u.grants = u.grants.saturating_sub(1);
+            u.bytes = u.bytes.saturating_sub(rec.bytes);
+            if u.grants == 0 {
+                self.usage.remove(&rec.uid);
+            }
+        }
         self.total_bytes = self.total_bytes.saturating_sub(rec.bytes);
         if self.tomb_capacity > 0 {
             while self.tomb_order.len() >= self.tomb_capacity {
@@ -208,12 +225,7 @@ impl Registry {
 
     /// Live grants and bytes of `uid`.
     pub fn usage(&self, uid: u32) -> Usage {
-        let mut u = Usage::default();
-        for g in self.live.values().filter(|g| g.uid == uid) {
-            u.grants = u.grants.saturating_add(1);
-            u.bytes = u.bytes.saturating_add(g.bytes);
-        }
-        u
+        self.usage.get(&uid).copied().unwrap_or_default()
     }
 
     /// Number of live grants.
@@ -259,16 +271,16 @@ impl Registry {
 
     /// Grants whose lease ended at or before `now`.
     pub fn expired(&self, now: SystemTime) -> Vec<GrantId> {
-        self.live
-            .values()
-            .filter(|g| g.expires <= now)
-            .map(|g| g.grant.id)
+        self.by_expiry
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .filter_map(|(_, slot)| self.by_slot(*slot))
             .collect()
     }
 
     /// The earliest lease end.
     pub fn next_expiry(&self) -> Option<SystemTime> {
-        self.live.values().map(|g| g.expires).min()
+        self.by_expiry.first().map(|(t, _)| *t)
     }
 
     /// Grants that must end when API connection `conn` closes.
@@ -278,5 +290,98 @@ impl Registry {
             .filter(|g| g.owner_conn == Some(conn))
             .map(|g| g.grant.id)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn record(reg: &mut Registry, n: u8, uid: u32, bytes: u64, expires: SystemTime) -> GrantId {
+        let id = GrantId([n; 16]);
+        let slot = reg.allocate_slot();
+        let pidfd = std::fs::File::open("/dev/null").expect("open").into();
+        reg.insert(GrantRecord {
+            grant: memgate_proto::Grant {
+                id,
+                endpoint: "tcp:127.0.0.1:1".into(),
+                peer: "k4.public.x".into(),
+                access: memgate_proto::Access::Read,
+                expires_unix: 0,
+                regions: Vec::new(),
+            },
+            slot,
+            uid,
+            gid: uid,
+            requester_pid: 1,
+            target_pid: 2,
+            pidfd,
+            cgroup: "/".into(),
+            regions: Vec::new(),
+            access: Access::Read,
+            bytes,
+            lease_secs: 1,
+            expires,
+            peer: [0; 32],
+            issuer: "i".into(),
+            issuer_fingerprint: "f".into(),
+            state: GrantState::Active,
+            owner_conn: None,
+        });
+        id
+    }
+
+    #[test]
+    fn usage_expiry_and_tombstones_follow_inserts_and_removals() {
+        let now = SystemTime::now();
+        let mut reg = Registry::new(2);
+        let a = record(&mut reg, 1, 100, 4096, now + Duration::from_secs(30));
+        let b = record(&mut reg, 2, 100, 8192, now + Duration::from_secs(10));
+        let c = record(&mut reg, 3, 200, 4096, now - Duration::from_secs(1));
+        assert_eq!(
+            reg.usage(100),
+            Usage {
+                grants: 2,
+                bytes: 12288
+            }
+        );
+        assert_eq!(
+            reg.usage(200),
+            Usage {
+                grants: 1,
+                bytes: 4096
+            }
+        );
+        assert_eq!(reg.next_expiry(), Some(now - Duration::from_secs(1)));
+        assert_eq!(reg.expired(now), vec![c]);
+        assert_eq!(reg.list(100).len(), 2);
+        assert_eq!(reg.list(0).len(), 3, "root sees every grant");
+        assert_eq!(reg.total_bytes(), 16384);
+
+        reg.remove(&c, EndCause::Expired).expect("live");
+        reg.remove(&b, EndCause::Explicit).expect("live");
+        assert_eq!(reg.usage(200), Usage::default());
+        assert_eq!(
+            reg.usage(100),
+            Usage {
+                grants: 1,
+                bytes: 4096
+            }
+        );
+        assert_eq!(reg.next_expiry(), Some(now + Duration::from_secs(30)));
+        assert!(reg.remove(&b, EndCause::Explicit).is_none(), "ended once");
+        assert_eq!(reg.tombstone(&b).map(|t| t.cause), Some(EndCause::Explicit));
+
+        reg.remove(&a, EndCause::TargetExit).expect("live");
+        assert!(
+            reg.tombstone(&c).is_none(),
+            "oldest tombstone evicted at capacity 2"
+        );
+        assert_eq!(
+            reg.tombstone(&a).map(|t| (t.uid, t.cause)),
+            Some((100, EndCause::TargetExit))
+        );
+        assert!(reg.is_empty() && reg.total_bytes() == 0);
     }
 }
