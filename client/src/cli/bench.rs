@@ -31,6 +31,12 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Prefetch READ size in bytes (both sides).
+    #[arg(long, default_value_t = Config::default().chunk)]
+    pub chunk: usize,
+    /// Prefetch READs in flight (both sides).
+    #[arg(long, default_value_t = Config::default().depth)]
+    pub depth: usize,
 }
 
 struct Both {
@@ -73,6 +79,7 @@ fn serve_both(info: &TargetInfo) -> anyhow::Result<Both> {
 }
 
 fn one(
+    a: &BenchArgs,
     info: &TargetInfo,
     c: &dyn Connector,
     regions: &[(u64, u64, u32)],
@@ -82,6 +89,8 @@ fn one(
 ) -> anyhow::Result<Value> {
     let cfg = Config {
         no_prefetch,
+        chunk: a.chunk.clamp(crate::PAGE, 4 << 20),
+        depth: a.depth.max(1),
         ..Config::default()
     };
     let (r, d) = run_dest(
@@ -133,8 +142,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     ));
     let (_t, info) = spawn_target(dsize, 11)?;
     let b = serve_both(&info)?;
-    let raw_d = one(&info, &b.raw, &b.regions_raw, Pattern::Random, true, &dir)?;
+    let raw_d = one(
+        &a,
+        &info,
+        &b.raw,
+        &b.regions_raw,
+        Pattern::Random,
+        true,
+        &dir,
+    )?;
     let mg_d = one(
+        &a,
         &info,
         &b.fabric,
         &b.regions_fabric,
@@ -157,11 +175,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         ));
         raw_all.insert(
             name.clone(),
-            one(&info, &b.raw, &b.regions_raw, p, false, &dir)?,
+            one(&a, &info, &b.raw, &b.regions_raw, p, false, &dir)?,
         );
         mg_all.insert(
             name,
-            one(&info, &b.fabric, &b.regions_fabric, p, false, &dir)?,
+            one(&a, &info, &b.fabric, &b.regions_fabric, p, false, &dir)?,
         );
     }
     let ratio = |m: f64, r: f64| if r > 0.0 { m / r } else { f64::NAN };
