@@ -63,7 +63,7 @@ const KNOWN_GAPS: &[(&str, &str)] = &[
     ),
     (
         "many_concurrent_reads",
-        "rxe under QEMU TCG moves a few MB/s: 4 x 600 READs of up to 64 KiB do not fit the \
+        "rxe under QEMU TCG moves a few MB/s: 4 x 600 READs of up to 64 KiB do not always fit the \
          case's 10 s budget",
     ),
 ];
