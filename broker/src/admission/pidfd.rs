@@ -1,4 +1,4 @@
-//! Small pidfd and `/proc/self/fd` helpers shared by the pipeline steps: which pid a
+//! Small pidfd and `/proc/self/fd` functions shared by the pipeline steps: which pid a
 //! pidfd names (fdinfo `Pid:`), whether that process is still running (poll), what path
 //! an fd refers to (readlink), and opening a pidfd for a pid (tests and the server).
 
