@@ -1,0 +1,99 @@
+//! Prefetch scheduling and fail-closed poisoning for [`Engine`]: which range to READ next
+//! (right after the latest fault, else the next missing run) and, on failure, which pages
+//! to poison.
+
+use super::{Engine, EngineError, DISCARDED, PREFETCH, PRESENT};
+use crate::PAGE;
+use std::io;
+
+impl Engine<'_> {
+    pub(super) fn fill_prefetch(&mut self) -> Result<(), EngineError> {
+        if self.cfg.no_prefetch || self.prefetch.conn.is_none() {
+            return Ok(());
+        }
+        let chunk_pages = (self.cfg.chunk / PAGE).max(1);
+        while self.prefetch.inflight.len() < self.cfg.depth {
+            let start = match self
+                .hint
+                .take()
+                .and_then(|h| self.first_free_near(h, chunk_pages))
+            {
+                Some(s) => s,
+                None => {
+                    while self.cursor < self.state.len() && self.state[self.cursor] != 0 {
+                        self.cursor += 1;
+                    }
+                    if self.cursor >= self.state.len() {
+                        // A page can become wanted again behind the cursor (a copy that
+                        // was interrupted): rescan once nothing is in flight.
+                        if self.remaining > 0 && self.prefetch.inflight.is_empty() {
+                            self.cursor = 0;
+                            if self.state.iter().all(|&s| s != 0) {
+                                self.cursor = self.state.len();
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        return Ok(());
+                    }
+                    self.cursor
+                }
+            };
+            let Some((_, _, run_left)) = self.layout.src_of(start) else {
+                return Ok(());
+            };
+            let limit = chunk_pages.min(run_left);
+            let mut n = 0;
+            while n < limit && start + n < self.state.len() && self.state[start + n] == 0 {
+                self.state[start + n] |= PREFETCH;
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            self.post(true, start, n)?;
+            // Keep reading ahead from where this chunk ends.
+            if start != self.cursor {
+                self.hint = Some(start + n);
+            }
+        }
+        Ok(())
+    }
+
+    fn first_free_near(&self, h: usize, window: usize) -> Option<usize> {
+        (h..(h + window).min(self.state.len())).find(|&p| self.state[p] == 0)
+    }
+
+    /// Destination runs (address, pages) of every page neither present nor discarded.
+    pub(super) fn missing_runs(&self) -> Vec<(u64, usize)> {
+        let mut out = Vec::new();
+        for d in self.layout.dst_runs() {
+            let mut i = 0;
+            while i < d.pages {
+                if self.state[d.first + i] & (PRESENT | DISCARDED) != 0 {
+                    i += 1;
+                    continue;
+                }
+                let s = i;
+                while i < d.pages && self.state[d.first + i] & (PRESENT | DISCARDED) == 0 {
+                    i += 1;
+                }
+                out.push((d.dst + (s * PAGE) as u64, i - s));
+            }
+        }
+        out
+    }
+
+    /// Poisons every page not yet present: a thread blocked on one is woken and gets
+    /// SIGBUS, and so does any later access, even after this uffd is closed. Returns the
+    /// number of pages poisoned, or the error if poisoning itself failed.
+    pub fn fail_closed(&mut self) -> Result<usize, io::Error> {
+        let runs = self.missing_runs();
+        let mut n = 0;
+        for (a, pages) in runs {
+            self.uffd.poison(a, (pages * PAGE) as u64)?;
+            n += pages;
+        }
+        Ok(n)
+    }
+}
