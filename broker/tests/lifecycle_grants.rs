@@ -261,3 +261,48 @@ fn revoke_by_owner_works_and_by_another_uid_is_refused() {
     let (status, _) = read_on(&mut conn, &g, g.regions[0].addr, 4096);
     assert_eq!(status, WcStatus::RemoteAccessError);
 }
+
+#[test]
+fn requester_disconnect_revokes_only_grants_that_asked_for_it() {
+    use memgate_proto::{ExportRequest, RegionSelection, RegionSpec};
+    use std::os::fd::AsFd;
+    let pki = Pki::generate();
+    let broker = Broker::start(&pki, &PolicySpec::new().toml(&pki)).expect("broker");
+    let target = Target::spawn(test_uid(6), 2).expect("target");
+    let fds = target.fds();
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    let request = |bound: bool| {
+        Request::Export(ExportRequest {
+            token: pki.token(&TokenSpec::for_target(&target)),
+            regions: RegionSelection::List(vec![RegionSpec {
+                addr: target.addr,
+                len: PAGE,
+            }]),
+            access: memgate_proto::Access::Read,
+            lease_secs: 600,
+            revoke_on_disconnect: bound,
+        })
+    };
+    let mut requester = broker.client();
+    let bound = granted(requester.call(&request(true), &borrowed).expect("export"));
+    let free = granted(requester.call(&request(false), &borrowed).expect("export"));
+    // The requester vanishes (as if it crashed): its connection closes.
+    drop(requester);
+    let rec = broker
+        .wait_audit("revoke", Duration::from_secs(5), |v| {
+            v["grant"] == bound.id.to_string()
+        })
+        .expect("bound grant revoked");
+    assert_eq!(rec["cause"], "disconnect");
+    let mut other = broker.client();
+    match other.call(&Request::List, &[]).expect("list") {
+        Response::Grants(l) => {
+            assert_eq!(l.len(), 1, "the other grant outlives the connection");
+            assert_eq!(l[0].grant.id, free.id);
+        }
+        r => panic!("{r:?}"),
+    }
+    // The broker still serves: the freed quota is usable again.
+    let again = granted(other.call(&request(true), &borrowed).expect("export"));
+    assert_ne!(again.id, bound.id);
+}
