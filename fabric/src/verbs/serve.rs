@@ -19,6 +19,9 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// READs the responder lets a peer have outstanding (announced in WELCOME).
 pub(crate) const MAX_OUTSTANDING: u32 = 64;
+/// Most connections (live, in set-up or closed but still holding a window) at once; more
+/// are rejected.
+pub(crate) const MAX_CONNECTIONS: usize = 256;
 /// Service loop tick (expiry checks).
 const TICK: Duration = Duration::from_millis(20);
 
@@ -94,6 +97,9 @@ fn cm_event(inner: &Inner, ev: *mut rdma_cm_event, evs: &mut Vec<FabricEvent>) {
 /// Create the QP for a connect request and accept it with a server nonce.
 fn accept(inner: &Inner, id: *mut rdma_cm_id, cnonce: [u8; 32]) -> Result<(), u32> {
     let mut st = inner.lock();
+    if st.conns.len() + st.zombies.len() >= MAX_CONNECTIONS {
+        return Err(code::UNAVAILABLE);
+    }
     st.next_conn += 1;
     let n = st.next_conn;
     // SAFETY: id is live; the pd belongs to the listen device (same context).
