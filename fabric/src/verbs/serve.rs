@@ -169,7 +169,7 @@ fn cq_events(inner: &Inner, evs: &mut Vec<FabricEvent>) {
             if unsafe { ibv_poll_cq(cq, 1, &mut wc) } != 1 {
                 break;
             }
-            on_recv(inner, &mut st, conn, &wc, evs);
+            on_recv(&mut st, conn, &wc, evs);
             if !st.conns.contains_key(&conn) {
                 break;
             }
@@ -177,8 +177,7 @@ fn cq_events(inner: &Inner, evs: &mut Vec<FabricEvent>) {
     }
 }
 
-fn on_recv(inner: &Inner, st: &mut State, conn: u64, wc: &ibv_wc, evs: &mut Vec<FabricEvent>) {
-    let _ = inner;
+fn on_recv(st: &mut State, conn: u64, wc: &ibv_wc, evs: &mut Vec<FabricEvent>) {
     let Some(c) = st.conns.get_mut(&conn) else {
         return;
     };
