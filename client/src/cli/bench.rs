@@ -102,6 +102,7 @@ fn one(
             pattern,
             dir: dir.path(),
             progress: false,
+            verify_after: true,
         },
     )?;
     if d.mismatches > 0 || d.pages_verified != r.pages_total {

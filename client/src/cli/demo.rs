@@ -251,6 +251,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
                     pattern: a.pattern,
                     dir: dir.path(),
                     progress: !a.json,
+                    verify_after: false,
                 },
             )?;
             let extra = serde_json::json!({

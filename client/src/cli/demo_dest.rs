@@ -36,6 +36,28 @@ pub struct DemoDestArgs {
     /// Sleep this many microseconds after each page (tests: a slow toucher).
     #[arg(long, default_value_t = 0, hide = true)]
     pub touch_delay_us: u64,
+    /// Touch pages (one read each) while migrating and verify every byte afterwards, so
+    /// that verification does not compete with the fault server for CPU (benchmarks).
+    #[arg(long, hide = true)]
+    pub verify_after: bool,
+}
+
+/// Verifies one present page of mapping `m` against the pattern of its source address.
+fn check_page(rep: &mut DestReport, m: &Mapping, off: usize, src: u64, seed: u64) {
+    // SAFETY: `off` is a page offset inside mapping `m`, which the caller keeps alive; the
+    // page has been touched, so it is present (reading it cannot block).
+    let page = unsafe { std::slice::from_raw_parts(m.as_ptr().add(off), crate::PAGE) };
+    rep.pages_verified += 1;
+    if mismatches(page, src + off as u64, seed) > 0 {
+        rep.mismatches += 1;
+        if page.iter().all(|&b| b == 0) {
+            rep.zero_pages += 1;
+        }
+        eprintln!(
+            "memgate demo destination: MISMATCH at source {:#x}",
+            src + off as u64
+        );
+    }
 }
 
 /// What the destination reports (one JSON line on stdout).
@@ -130,21 +152,11 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
             let first = unsafe { std::ptr::read_volatile(m.as_ptr().add(off)) };
             lat.push(t.elapsed().as_nanos() as u64);
             std::hint::black_box(first);
-            // SAFETY: as above; the page is present now.
-            let page = unsafe { std::slice::from_raw_parts(m.as_ptr().add(off), crate::PAGE) };
-            rep.pages_verified += 1;
             if a.touch_delay_us > 0 {
                 std::thread::sleep(Duration::from_micros(a.touch_delay_us));
             }
-            if mismatches(page, r.addr + off as u64, info.seed) > 0 {
-                rep.mismatches += 1;
-                if page.iter().all(|&b| b == 0) {
-                    rep.zero_pages += 1;
-                }
-                eprintln!(
-                    "memgate demo destination: MISMATCH at source {:#x}",
-                    r.addr + off as u64
-                );
+            if !a.verify_after {
+                check_page(&mut rep, m, off, r.addr, info.seed);
             }
         }
     }
@@ -156,6 +168,13 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
         let _ = w.join();
     }
     rep.complete = complete.load(Ordering::SeqCst);
+    if a.verify_after {
+        for (m, r) in maps.iter().zip(&info.regions) {
+            for off in (0..r.len as usize).step_by(crate::PAGE) {
+                check_page(&mut rep, m, off, r.addr, info.seed);
+            }
+        }
+    }
     println!("{}", serde_json::to_string(&rep)?);
     // Unregister before unmapping: an UNMAP event would wait for the fault server to read
     // it, and the fault server has finished.

@@ -117,6 +117,8 @@ pub struct DestRun<'a> {
     pub dir: &'a Path,
     /// Show the progress bar.
     pub progress: bool,
+    /// Verify after the migration instead of while touching (benchmarks).
+    pub verify_after: bool,
 }
 
 /// Runs the destination workload under this process's fault server; returns the fault
@@ -130,6 +132,11 @@ pub fn run_dest(info: &TargetInfo, r: DestRun<'_>) -> anyhow::Result<(Report, De
         .arg("--socket")
         .arg(&sock_path)
         .args(["--pattern", &format!("{:?}", r.pattern).to_lowercase()])
+        .args(if r.verify_after {
+            &["--verify-after"][..]
+        } else {
+            &[]
+        })
         .stdout(Stdio::piped())
         .spawn()
         .context("starting the destination workload")?;
