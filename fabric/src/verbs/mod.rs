@@ -48,12 +48,15 @@ pub(crate) fn tracing() -> bool {
 mod auth;
 mod cm;
 mod initiator;
+mod keys;
 mod mem;
 mod msg;
 mod pidfd;
+mod probe;
 mod qp;
 mod responder;
 mod serve;
+mod setup;
 mod status;
 
 pub use initiator::VerbsConnection;
@@ -78,7 +81,7 @@ impl Provider for VerbsProvider {
         Ok(Box::new(VerbsResponder::bind(&self.listen, events)?))
     }
     fn unauthenticated_probe(&self, target: &ProbeTarget<'_>) -> Result<(), String> {
-        initiator::unauthenticated_probe(target)
+        probe::unauthenticated_probe(target)
     }
 }
 

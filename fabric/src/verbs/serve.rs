@@ -5,9 +5,10 @@
 //! refused).
 
 use super::auth;
+use super::keys::{bind_key, destroy_key};
 use super::msg::{self, code, Msg};
 use super::qp::{self, ack, Qp, QpSize, TAG_RECV};
-use super::responder::{bind_key, destroy_key, emit, Conn, Inner, State};
+use super::responder::{emit, Conn, Inner, State};
 use crate::FabricEvent;
 use rdma_sys::*;
 use std::sync::atomic::Ordering;
