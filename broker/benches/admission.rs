@@ -146,7 +146,7 @@ fn main() {
     let mut tspec = TokenSpec::for_target(&target);
     tspec.valid_for = time::Duration::minutes(30);
     // Tokens are single use: mint them all before measuring.
-    let tokens: Vec<String> = (0..2 * n).map(|_| pki.token(&tspec)).collect();
+    let tokens: Vec<String> = (0..3 * n).map(|_| pki.token(&tspec)).collect();
     let mut tokens = tokens.into_iter();
     let mut client = broker.client();
 
@@ -192,6 +192,31 @@ fn main() {
     let elapsed = t.elapsed();
     let per_sec = n as f64 / elapsed.as_secs_f64();
 
+    // Pipelined: one client keeps WINDOW requests in flight on its connection (replies
+    // come back in order), so the broker's capacity shows rather than two wake-ups per
+    // request.
+    const WINDOW: usize = 16;
+    let frames: Vec<Vec<u8>> = (0..n)
+        .map(|_| {
+            export_req(tokens.next().expect("token"), &target)
+                .encode()
+                .expect("encode")
+        })
+        .collect();
+    let t = Instant::now();
+    let (mut sent, mut got) = (0usize, 0usize);
+    while got < n {
+        while sent < n && sent - got < WINDOW {
+            send_frame(client.socket(), &frames[sent], &borrowed).expect("send");
+            sent += 1;
+        }
+        match client.recv().expect("reply") {
+            Response::Grant(_) => got += 1,
+            other => panic!("export refused: {other:?}"),
+        }
+    }
+    let piped_per_sec = n as f64 / t.elapsed().as_secs_f64();
+
     let floor = verify.p50 + rpc.p50;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -219,8 +244,12 @@ fn main() {
         if export.p50 <= Duration::from_micros(300) { "met" } else { "MISSED" }
     );
     println!(
-        "memgated  exports/s, one client            {per_sec:9.0}            goal >= 5000: {}",
+        "memgated  exports/s, one client, 1 in flight {per_sec:9.0}            goal >= 5000: {}",
         if per_sec >= 5000.0 { "met" } else { "MISSED" }
+    );
+    println!(
+        "memgated  exports/s, one client, {WINDOW} in flight {piped_per_sec:9.0}            goal >= 5000: {}",
+        if piped_per_sec >= 5000.0 { "met" } else { "MISSED" }
     );
     println!(
         "ratio     export p50 / (verify p50 + RPC p50) = {:.2}",
