@@ -12,6 +12,9 @@ use rustix::net::{RecvFlags, SocketFlags};
 use serde_json::json;
 
 use super::{data, Conn, Server, TAG_CONN};
+
+/// Most packets handled from one connection per readiness event.
+const PACKETS_PER_WAKEUP: usize = 8;
 use crate::grants::EndCause;
 
 impl Server {
@@ -57,33 +60,37 @@ impl Server {
     }
 
     pub(super) fn conn_ready(&mut self, id: u64, flags: epoll::EventFlags) {
-        let Some(conn) = self.conns.get(&id) else {
-            return;
-        };
-        if conn.wait.is_some() {
-            // Only hang-ups are watched while a Wait is pending.
-            if flags.intersects(
-                epoll::EventFlags::HUP | epoll::EventFlags::RDHUP | epoll::EventFlags::ERR,
-            ) {
-                self.close_conn(id);
+        // A few packets per wake-up (pipelining clients), then back to the loop so one
+        // busy connection cannot starve the others.
+        for _ in 0..PACKETS_PER_WAKEUP {
+            let Some(conn) = self.conns.get(&id) else {
+                return;
+            };
+            if conn.wait.is_some() {
+                // Only hang-ups are watched while a Wait is pending.
+                let hangup =
+                    epoll::EventFlags::HUP | epoll::EventFlags::RDHUP | epoll::EventFlags::ERR;
+                if flags.intersects(hangup) {
+                    self.close_conn(id);
+                }
+                return;
             }
-            return;
-        }
-        let got = match recv_frame(conn.fd.as_fd(), &mut self.buf, RecvFlags::DONTWAIT) {
-            Ok(g) => g,
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return,
-            Err(_) => {
+            let got = match recv_frame(conn.fd.as_fd(), &mut self.buf, RecvFlags::DONTWAIT) {
+                Ok(g) => g,
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return,
+                Err(_) => {
+                    self.close_conn(id);
+                    return;
+                }
+            };
+            if got.len == 0 && got.fds.is_empty() {
                 self.close_conn(id);
                 return;
             }
-        };
-        if got.len == 0 && got.fds.is_empty() {
-            self.close_conn(id);
-            return;
-        }
-        let reply = self.packet(id, got);
-        if let Some(r) = reply {
-            self.reply(id, &r);
+            let reply = self.packet(id, got);
+            if let Some(r) = reply {
+                self.reply(id, &r);
+            }
         }
     }
 
