@@ -252,11 +252,13 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        Config::parse(&text, base, path)
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        // An absolute base keeps paths in logs and Landlock rules free of "./".
+        let base = match parent {
+            Some(p) => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
+            None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        };
+        Config::parse(&text, &base, path)
     }
 
     /// Makes every relative path absolute against `base`.
