@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest sleep between direct polls of the completion queue while waiting.
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// One posted READ (possibly several work requests, one per segment).
 pub(super) struct Pending {
@@ -290,8 +292,16 @@ impl VerbsConnection {
             }
             // SAFETY: comp live.
             let fd = unsafe { (*self.comp).fd };
-            if !cm::poll_in(fd, deadline)? {
-                return Ok(0);
+            // Wake at least every RECHECK to poll the CQ directly: a completion whose
+            // notification was lost must not stall the caller until its deadline.
+            let slice = Instant::now() + RECHECK;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            if !cm::poll_in(fd, Some(until))? {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return self.poll_completions(out);
+                }
+                self.armed = false;
+                continue;
             }
             self.drain_channel();
         }

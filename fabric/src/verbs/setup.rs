@@ -163,10 +163,10 @@ impl VerbsConnection {
         self.qp = Some(Qp::create(self.id, self.pd, self.comp, 0, size, true)?);
         let (mut initiator_depth, _) = qp::rd_atom(ctx);
         if qp::is_rxe(ctx) {
-            // rxe (6.1) loses the NAK of a refused READ that has other READs in flight
-            // behind it: the requester retries instead of completing REM_ACCESS_ERR, so a
-            // revocation would surface only as a retry time-out. One READ on the wire at
-            // a time keeps the refusal exact; more stay queued in the send queue.
+            // Observed on rxe (6.1): a READ refused while other READs were in flight on
+            // the wire was not reported (the requester kept waiting instead of completing
+            // REM_ACCESS_ERR). One READ on the wire at a time keeps refusals visible; more
+            // stay queued in the send queue.
             initiator_depth = 1;
         }
         // SAFETY: zeroed conn param is valid; fields set below.
