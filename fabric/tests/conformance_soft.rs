@@ -53,3 +53,15 @@ fn every_case_has_a_test() {
     let all: Vec<&str> = cases().iter().map(|c| c.name).collect();
     assert_eq!(all, NAMES, "the case list and this file's tests differ");
 }
+
+#[test]
+fn soft_is_held_to_the_strict_expectations() {
+    // The soft provider checks every request itself: it names the refused rkey, reports a
+    // vanished target as RemoteOperationError on a live key, and gets no extra time.
+    let (_d, u) = unix();
+    for p in [&SoftTcp as &dyn Provider, &u] {
+        assert!(p.attributes_access_errors(), "{}", p.name());
+        assert!(!p.target_exit_revokes_keys(), "{}", p.name());
+        assert_eq!(p.time_scale(), 1, "{}", p.name());
+    }
+}

@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// A READ with an rkey the responder never issued fails with a remote access error, is
-/// reported to the broker, and the connection enters the error state.
+/// reported to the broker for the connection's grant, and the connection enters the error
+/// state. The report names the refused rkey when the provider can attribute it
+/// ([`Provider::attributes_access_errors`]); otherwise it carries rkey 0, never a key
+/// that was not used.
 pub(super) fn wrong_rkey(p: &dyn Provider) -> R {
     let env = Env::new(p)?;
     let mem = Mem::new(64 << 10, 1)?;
@@ -25,11 +28,18 @@ pub(super) fn wrong_rkey(p: &dyn Provider) -> R {
     ensure(c.is_error(), || {
         "no error state after a remote access error".into()
     })?;
-    ensure(
-        env.event(|e| matches!(e, FabricEvent::AccessError { rkey, .. } if *rkey == bogus))
-            .is_some(),
-        || "the broker was not told about the refused READ".into(),
-    )
+    let want = if p.attributes_access_errors() {
+        bogus
+    } else {
+        0
+    };
+    match env.event(|e| matches!(e, FabricEvent::AccessError { .. })) {
+        Some(FabricEvent::AccessError { grant, rkey, .. }) if grant == g && rkey == want => Ok(()),
+        Some(ev) => Err(format!(
+            "the refused READ was reported as {ev:?}, expected grant {g:02x?} and rkey {want:#x}"
+        )),
+        None => Err("the broker was not told about the refused READ".into()),
+    }
 }
 
 /// Exact-range keys: one byte before, one byte past, a range straddling the end and an
@@ -174,13 +184,13 @@ pub(super) fn revoked_mid_stream(p: &dyn Provider) -> R {
     let outcome = std::thread::scope(|s| {
         // Revoke once the stream is well under way (whatever the machine's speed).
         let revoker = s.spawn(|| {
-            let deadline = Instant::now() + WAIT;
+            let deadline = Instant::now() + budget(p);
             while served.load(Ordering::Relaxed) < 32 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
             env.resp.revoke(k)
         });
-        let r = stream_until_error(&mut c, &mem, k, &served);
+        let r = stream_until_error(&mut c, &mem, k, &served, budget(p));
         let rv = revoker.join().map_err(|_| "revoker panicked".to_string())?;
         ctx(rv, "revoke")?;
         r
@@ -215,8 +225,9 @@ fn stream_until_error(
     mem: &Mem,
     rkey: u32,
     served: &AtomicUsize,
+    budget: Duration,
 ) -> R<(usize, usize)> {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + budget;
     let pages = mem.len() / 4096;
     let (mut next, mut ok, mut flushed, mut failed) = (0u64, 0usize, 0usize, false);
     let mut out = Vec::new();

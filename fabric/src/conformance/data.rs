@@ -5,7 +5,7 @@ use super::util::*;
 use super::{Provider, TargetProcess};
 use crate::{Connection, FabricError, FabricEvent, ProcMemSource, WcStatus, MAX_READ_LEN, MAX_SGE};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Odd offsets and lengths, page crossings, single bytes, the whole key, and a
 /// scatter-gather READ across two keys all return exactly the target's bytes.
@@ -140,6 +140,7 @@ pub(super) fn many_concurrent_reads(p: &dyn Provider) -> R {
     for pr in &peers {
         keys.push(env.key(&region, KeyArgs::read(mem.addr(), len as u64, pr.public, g))?);
     }
+    let budget = budget(p);
     let results: Vec<R<usize>> = std::thread::scope(|s| {
         let hs: Vec<_> = peers
             .iter()
@@ -149,7 +150,7 @@ pub(super) fn many_concurrent_reads(p: &dyn Provider) -> R {
                 let (env, mem) = (&env, &mem);
                 s.spawn(move || -> R<usize> {
                     let mut c = env.connect(g, pr.seed)?;
-                    pump_random(&mut c, mem, k, t as u64 + 1, 600)
+                    pump_random(&mut c, mem, k, t as u64 + 1, 600, budget)
                 })
             })
             .collect();
@@ -166,8 +167,16 @@ pub(super) fn many_concurrent_reads(p: &dyn Provider) -> R {
     Ok(())
 }
 
-/// Issue `total` READs (sizes 1 B..64 KiB) keeping the queue full; verify each.
-fn pump_random(c: &mut Connection, mem: &Mem, k: u32, salt: u64, total: u64) -> R<usize> {
+/// Issue `total` READs (sizes 1 B..64 KiB) keeping the queue full; verify each; all
+/// within `budget`.
+fn pump_random(
+    c: &mut Connection,
+    mem: &Mem,
+    k: u32,
+    salt: u64,
+    total: u64,
+    budget: Duration,
+) -> R<usize> {
     let plan = |wr: u64| {
         let x = wr
             .wrapping_add(salt << 32)
@@ -176,12 +185,12 @@ fn pump_random(c: &mut Connection, mem: &Mem, k: u32, salt: u64, total: u64) -> 
         let off = (x as usize >> 3) % (mem.len() - n);
         (off, n)
     };
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + budget;
     let (mut next, mut done) = (0u64, 0usize);
     let mut out = Vec::new();
     while (done as u64) < total {
         if Instant::now() > deadline {
-            return Err(format!("only {done} of {total} READs within {WAIT:?}"));
+            return Err(format!("only {done} of {total} READs within {budget:?}"));
         }
         while next < total && c.outstanding() < c.max_outstanding() {
             let (off, n) = plan(next);
@@ -209,9 +218,12 @@ fn pump_random(c: &mut Connection, mem: &Mem, k: u32, salt: u64, total: u64) -> 
 }
 
 /// A real target process read through its `/proc/PID/mem`; it is killed mid-stream.
-/// Every successful READ is byte-exact; the first READ after the exit is a remote
-/// operation error (never zeros), the rest are flushed, and a new connection gets the
-/// same error.
+/// Every successful READ is byte-exact and none succeeds once an error was seen; the
+/// first error after the exit is the provider's "target gone" status, the rest are
+/// flushed; a new connection never gets data either. The status is
+/// `RemoteOperationError` (the key is live, its memory unreadable), or
+/// `RemoteAccessError` for a provider whose keys die with the target
+/// ([`Provider::target_exit_revokes_keys`]; a new connection may then be refused).
 pub(super) fn target_exit_during_reads(p: &dyn Provider) -> R {
     let env = Env::new(p)?;
     let mut target = ctx(TargetProcess::spawn(), "spawn target")?;
@@ -227,14 +239,19 @@ pub(super) fn target_exit_during_reads(p: &dyn Provider) -> R {
         "register target memory",
     )?;
     let k = env.key(&region, KeyArgs::read(map.addr, map.len, a.public, g))?;
+    let gone = if p.target_exit_revokes_keys() {
+        WcStatus::RemoteAccessError
+    } else {
+        WcStatus::RemoteOperationError
+    };
     let mut c = env.connect(g, a.seed)?;
     let chunk = 4096usize.min(want.len());
     let slots = want.len() / chunk;
-    let deadline = Instant::now() + WAIT;
-    let (mut next, mut ok, mut state) = (0u64, 0usize, 0u8); // 0 running, 1 failed
+    let deadline = Instant::now() + budget(p);
+    let (mut next, mut ok, mut failed) = (0u64, 0usize, false);
     let mut out = Vec::new();
     while Instant::now() < deadline {
-        while state == 0 && c.outstanding() < 4 {
+        while !failed && c.outstanding() < 4 {
             let off = (next as usize % slots) * chunk;
             ctx(
                 c.post_read(next, map.addr + off as u64, chunk as u32, k),
@@ -245,8 +262,8 @@ pub(super) fn target_exit_during_reads(p: &dyn Provider) -> R {
         out.clear();
         ctx(c.wait_completions(&mut out, Some(WAIT)), "wait_completions")?;
         for comp in &out {
-            match (state, comp.status) {
-                (0, WcStatus::Success) => {
+            match (failed, comp.status) {
+                (false, WcStatus::Success) => {
                     let off = (comp.wr_id as usize % slots) * chunk;
                     ensure(comp.data[..] == want[off..off + chunk], || {
                         format!("READ {} differs from the target's memory", comp.wr_id)
@@ -256,20 +273,21 @@ pub(super) fn target_exit_during_reads(p: &dyn Provider) -> R {
                         target.kill();
                     }
                 }
-                (0, WcStatus::RemoteOperationError) if ok >= 20 => state = 1,
-                (1, WcStatus::Flushed) => {}
-                (s, st) => return Err(format!("{st:?} in state {s} after {ok} successes")),
+                (false, st) if st == gone && ok >= 20 => failed = true,
+                (true, WcStatus::Flushed) => {}
+                (f, st) => {
+                    return Err(format!(
+                        "{st:?} after {ok} successes (failed={f}); expected {gone:?} once the target exited"
+                    ))
+                }
             }
         }
-        if state == 1 && c.outstanding() == 0 {
-            let mut c = env.connect(g, a.seed)?;
-            return read_status(
-                &mut c,
-                map.addr,
-                chunk as u32,
-                k,
-                WcStatus::RemoteOperationError,
-            );
+        if failed && c.outstanding() == 0 {
+            return match env.connect(g, a.seed) {
+                Ok(mut c) => read_status(&mut c, map.addr, chunk as u32, k, gone),
+                Err(_) if p.target_exit_revokes_keys() => Ok(()),
+                Err(e) => Err(format!("no new connection after the target exited: {e}")),
+            };
         }
     }
     Err(format!(

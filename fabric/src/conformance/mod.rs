@@ -10,7 +10,10 @@
 //! registers memory by other means than a [`MemorySource`], and
 //! [`Provider::unauthenticated_probe`] if its connection set-up is not the soft wire
 //! protocol (the default speaks that protocol on `tcp:`/`unix:` endpoints and fails on
-//! anything else).
+//! anything else). Where providers honestly differ, the provider says so and the case
+//! asserts the invariant both keep: [`Provider::attributes_access_errors`],
+//! [`Provider::target_exit_revokes_keys`] and [`Provider::time_scale`]. The defaults are
+//! the strict expectations the soft provider is held to.
 
 mod access;
 mod cases;
@@ -44,6 +47,28 @@ pub trait Provider: Sync {
     /// served. The default speaks the soft wire protocol (`tcp:` and `unix:` endpoints).
     fn unauthenticated_probe(&self, target: &ProbeTarget<'_>) -> Result<(), String> {
         soft_unauthenticated(target)
+    }
+    /// Whether the responder can name the rkey of a refused READ in its
+    /// [`FabricEvent::AccessError`]. A provider whose device refuses READs by itself (verbs)
+    /// learns only that its queue pair entered the error state and reports rkey 0; it must
+    /// then never name any other key. Default: attributed (the soft provider checks every
+    /// request itself).
+    fn attributes_access_errors(&self) -> bool {
+        true
+    }
+    /// Whether a target that exits takes its keys with it, so that READs after the exit
+    /// fail `RemoteAccessError` (the key is gone) rather than `RemoteOperationError` (the
+    /// key is live but its memory cannot be read). Either way no READ after the exit
+    /// returns data. Default: keys outlive the target (soft reads `/proc/PID/mem` per
+    /// request and sees it fail).
+    fn target_exit_revokes_keys(&self) -> bool {
+        false
+    }
+    /// Factor applied to the suite's whole-case time budgets (a stream of hundreds of
+    /// READs), for providers that are slow where they run (an emulated device in an
+    /// emulated machine). Per-completion waits are not scaled. Default 1.
+    fn time_scale(&self) -> u32 {
+        1
     }
 }
 

@@ -17,6 +17,12 @@ pub(super) type R<T = ()> = Result<T, String>;
 /// How long any single wait in a case may take.
 pub(super) const WAIT: Duration = Duration::from_secs(10);
 
+/// The budget of a whole stream of READs: [`WAIT`] scaled by the provider's
+/// [`Provider::time_scale`].
+pub(super) fn budget(p: &dyn Provider) -> Duration {
+    WAIT.saturating_mul(p.time_scale().max(1))
+}
+
 /// Turn any displayable error into a case failure with context.
 pub(super) fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> R<T> {
     r.map_err(|e| format!("{what}: {e}"))

@@ -71,6 +71,9 @@ use crate::{Endpoint, EventSink, FabricError, Responder};
 pub struct VerbsProvider {
     /// Where responders listen.
     pub listen: Endpoint,
+    /// [`Provider::time_scale`]: 1 on hardware; more where the device is emulated
+    /// (soft-RoCE in an emulated guest moves a few MB/s).
+    pub time_scale: u32,
 }
 
 impl Provider for VerbsProvider {
@@ -82,6 +85,19 @@ impl Provider for VerbsProvider {
     }
     fn unauthenticated_probe(&self, target: &ProbeTarget<'_>) -> Result<(), String> {
         probe::unauthenticated_probe(target)
+    }
+    /// The device refuses a READ by itself; the responder only sees its queue pair enter
+    /// the error state and cannot say which rkey was refused.
+    fn attributes_access_errors(&self) -> bool {
+        false
+    }
+    /// A region is a copy the broker owns; when the target exits its keys are revoked (the
+    /// copy must not outlive the target), so later READs fail `RemoteAccessError`.
+    fn target_exit_revokes_keys(&self) -> bool {
+        true
+    }
+    fn time_scale(&self) -> u32 {
+        self.time_scale
     }
 }
 
