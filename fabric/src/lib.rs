@@ -11,6 +11,7 @@
 //! format in `docs/fabric-soft.md`) and `verbs` (cargo feature, real RDMA devices).
 //! [`conformance`] is one test suite written against the abstraction.
 
+mod auth;
 mod buf;
 pub mod conformance;
 mod connection;

@@ -6,6 +6,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::FabricError;
+
 /// Remote access rights of a region or key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Access(u8);
@@ -31,6 +33,15 @@ impl Access {
     /// Every flag of `other` is in `self`.
     pub fn contains(self, other: Access) -> bool {
         self.0 & other.0 == other.0
+    }
+    /// The access a registration of `source` carries: read-write when the source can be
+    /// written, read-only otherwise.
+    pub(crate) fn of_source(source: &dyn crate::MemorySource) -> Access {
+        if source.writable() {
+            Access::READ_WRITE
+        } else {
+            Access::REMOTE_READ
+        }
     }
 }
 
@@ -111,6 +122,44 @@ pub struct KeySpec {
     pub grant: [u8; 16],
     /// The key stops working at this instant.
     pub expires: SystemTime,
+}
+
+impl KeySpec {
+    /// Whether a key with this spec may be created, now, on a region covering
+    /// `region_addr..region_addr+region_len` with `region_access`: a non-empty range
+    /// inside the region, some access and no more than the region's, not yet expired.
+    pub(crate) fn admissible(
+        &self,
+        region_addr: u64,
+        region_len: u64,
+        region_access: Access,
+    ) -> Result<(), FabricError> {
+        let end = self.addr.checked_add(self.len);
+        if self.len == 0 || end.is_none() {
+            return Err(FabricError::BadRange {
+                addr: self.addr,
+                len: self.len,
+            });
+        }
+        if self.addr < region_addr || end > region_addr.checked_add(region_len) {
+            return Err(FabricError::KeyOutsideRegion {
+                addr: self.addr,
+                len: self.len,
+                region_addr,
+                region_len,
+            });
+        }
+        if self.access == Access::NONE || !region_access.contains(self.access) {
+            return Err(FabricError::AccessNotAllowed {
+                requested: self.access,
+                allowed: region_access,
+            });
+        }
+        if self.expires <= SystemTime::now() {
+            return Err(FabricError::AlreadyExpired);
+        }
+        Ok(())
+    }
 }
 
 /// A registered range of target memory (a memory region).

@@ -152,7 +152,7 @@ pub fn soft_unauthenticated(t: &ProbeTarget<'_>) -> R {
     let cn = [3u8; 32];
     let mut sa = open(&ep)?;
     let na = challenge(&mut *sa, &t.grant, &peer, &cn)?;
-    let sig = kp.sign(&crate::soft::auth_transcript(&t.grant, &peer, &cn, &na));
+    let sig = crate::soft::AUTH_PROOF.sign(&kp, &t.grant, &cn, &na);
     let mut sb = open(&ep)?;
     challenge(&mut *sb, &t.grant, &peer, &cn)?;
     let mut b = Vec::new();

@@ -111,7 +111,7 @@ impl SoftConnection {
             Some((Frame::Error { code, message }, _)) => return Err(refused(code, message)),
             _ => return Err(protocol("expected CHALLENGE")),
         };
-        let sig = kp.sign(&auth::transcript(&grant, &peer, &cnonce, &snonce));
+        let sig = auth::PROOF.sign(&kp, &grant, &cnonce, &snonce);
         out.clear();
         wire::put_auth(&mut out, sig.as_ref());
         s.write_all(&out)

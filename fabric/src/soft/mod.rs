@@ -9,7 +9,7 @@ mod stream;
 mod table;
 pub mod wire;
 
-pub use auth::public_key_from_seed;
-pub(crate) use auth::{keypair as auth_keypair, transcript as auth_transcript};
+pub use crate::auth::public_key_from_seed;
+pub(crate) use auth::{keypair as auth_keypair, PROOF as AUTH_PROOF};
 pub use initiator::SoftConnection;
 pub use responder::{SoftLimits, SoftResponder, MAX_CONNECTIONS};

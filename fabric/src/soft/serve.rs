@@ -137,8 +137,7 @@ fn handshake(
             ))
         }
     };
-    let t = auth::transcript(&grant, &peer, &cnonce, &snonce);
-    if !auth::verify(&peer, &t, &sig) {
+    if !auth::PROOF.verify(&peer, &grant, &cnonce, &snonce, &sig) {
         return Err(HandshakeError::Refused(code::AUTH, "bad signature".into()));
     }
     if !shared.table.grant_has_peer(&grant, &peer) {

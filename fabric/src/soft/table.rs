@@ -79,11 +79,7 @@ impl Table {
         if len == 0 || addr.checked_add(len).is_none() {
             return Err(FabricError::BadRange { addr, len });
         }
-        let access = if source.writable() {
-            Access::READ_WRITE
-        } else {
-            Access::REMOTE_READ
-        };
+        let access = Access::of_source(&*source);
         let mut g = self.write();
         g.next_region += 1;
         let id = g.next_region;
@@ -115,30 +111,7 @@ impl Table {
             .regions
             .get(&region.id)
             .ok_or(FabricError::UnknownRegion)?;
-        let end = spec.addr.checked_add(spec.len);
-        if spec.len == 0 || end.is_none() {
-            return Err(FabricError::BadRange {
-                addr: spec.addr,
-                len: spec.len,
-            });
-        }
-        if spec.addr < r.addr || end > Some(r.addr + r.len) {
-            return Err(FabricError::KeyOutsideRegion {
-                addr: spec.addr,
-                len: spec.len,
-                region_addr: r.addr,
-                region_len: r.len,
-            });
-        }
-        if spec.access == Access::NONE || !r.access.contains(spec.access) {
-            return Err(FabricError::AccessNotAllowed {
-                requested: spec.access,
-                allowed: r.access,
-            });
-        }
-        if spec.expires <= SystemTime::now() {
-            return Err(FabricError::AlreadyExpired);
-        }
+        spec.admissible(r.addr, r.len, r.access)?;
         let source = r.source.clone();
         let rkey = loop {
             let k = fresh_rkey()?;

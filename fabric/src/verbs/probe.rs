@@ -59,7 +59,8 @@ pub(crate) fn unauthenticated_probe(t: &ProbeTarget<'_>) -> Result<(), String> {
     drop(c);
     let (mut c, cn, _) = fresh()?;
     // A genuine signature, but over another connection's challenge.
-    let (_, sig) = auth::sign(&t.seed, &t.grant, &cn, &[0x22; 32]).map_err(|e| e.to_string())?;
+    let kp = auth::keypair(&t.seed).map_err(|e| e.to_string())?;
+    let sig = auth::PROOF.sign(&kp, &t.grant, &cn, &[0x22; 32]);
     if c.authenticate(t.grant, peer, sig).is_ok() {
         return Err("a signature over another challenge was accepted".into());
     }

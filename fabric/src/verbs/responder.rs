@@ -17,7 +17,6 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
 
 /// Chunk size when copying a target range into broker-owned memory.
 const COPY_CHUNK: usize = 1 << 20;
@@ -307,11 +306,7 @@ impl Responder for VerbsResponder {
         }
         // Writes to a copy would never reach the target, but the fabric has no WRITE
         // operation; the region mirrors the source's access so key checks match soft.
-        let access = if source.writable() {
-            Access::READ_WRITE
-        } else {
-            Access::REMOTE_READ
-        };
+        let access = Access::of_source(&*source);
         Ok(self.add_region(addr, len, access, Backing::Copy(mem, skew), Some(source)))
     }
 
@@ -321,30 +316,7 @@ impl Responder for VerbsResponder {
             .regions
             .get(&region.id)
             .ok_or(FabricError::UnknownRegion)?;
-        let end = spec.addr.checked_add(spec.len);
-        if spec.len == 0 || end.is_none() {
-            return Err(FabricError::BadRange {
-                addr: spec.addr,
-                len: spec.len,
-            });
-        }
-        if spec.addr < r.addr || end > Some(r.addr + r.len) {
-            return Err(FabricError::KeyOutsideRegion {
-                addr: spec.addr,
-                len: spec.len,
-                region_addr: r.addr,
-                region_len: r.len,
-            });
-        }
-        if spec.access == Access::NONE || !r.access.contains(spec.access) {
-            return Err(FabricError::AccessNotAllowed {
-                requested: spec.access,
-                allowed: r.access,
-            });
-        }
-        if spec.expires <= SystemTime::now() {
-            return Err(FabricError::AlreadyExpired);
-        }
+        spec.admissible(r.addr, r.len, r.access)?;
         let (mr, mw) = make_key(self.inner.pd, r, &spec)?;
         // SAFETY: mw live; the 8-bit key is advanced for the first bind, as the spec says.
         let rkey = unsafe { ibv_inc_rkey((*mw).rkey) };

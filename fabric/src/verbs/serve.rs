@@ -249,7 +249,7 @@ fn authenticate(
     let Some(c) = st.conns.get_mut(&conn) else {
         return;
     };
-    if !auth::verify(&peer, &grant, &c.cnonce, &c.snonce, &sig) {
+    if !auth::PROOF.verify(&peer, &grant, &c.cnonce, &c.snonce, &sig) {
         return refuse(c, code::AUTH, "bad signature");
     }
     trace!("conn {conn}: signature verified");

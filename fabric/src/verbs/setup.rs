@@ -50,13 +50,13 @@ impl VerbsConnection {
         grant: [u8; 16],
         peer_seed: [u8; 32],
     ) -> Result<VerbsConnection, FabricError> {
-        auth::sign(&peer_seed, &grant, &[0; 32], &[0; 32])?;
+        let kp = auth::keypair(&peer_seed)?;
         let cnonce = auth::nonce()?;
         let hello = msg::put_nonce(msg::VERSION, &cnonce);
         let (mut c, snonce) = VerbsConnection::establish(endpoint, &hello)?;
         trace!("initiator: established with {endpoint}");
-        let (peer, sig) = auth::sign(&peer_seed, &grant, &cnonce, &snonce)?;
-        c.authenticate(grant, peer, sig)?;
+        let sig = auth::PROOF.sign(&kp, &grant, &cnonce, &snonce);
+        c.authenticate(grant, auth::public(&kp), sig)?;
         Ok(c)
     }
 
