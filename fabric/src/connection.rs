@@ -3,6 +3,7 @@
 
 use crate::soft::SoftConnection;
 use crate::{Endpoint, FabricError, WcStatus};
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -124,6 +125,79 @@ impl Connection {
     pub fn wants_write(&self) -> bool {
         each!(self, c => c.wants_write())
     }
+}
+
+/// The completion bookkeeping both providers' initiators keep: completions not yet
+/// handed out, the bound on outstanding READs, and whether the connection is in the
+/// error state.
+pub(crate) struct Ledger {
+    /// Finished, in order, not yet returned by a poll.
+    pub(crate) ready: VecDeque<Completion>,
+    /// Most READs outstanding at once (in flight plus `ready`).
+    pub(crate) max_outstanding: usize,
+    /// A remote error or a lost link: every later READ completes `Flushed`.
+    pub(crate) error: bool,
+}
+
+impl Ledger {
+    pub(crate) fn new(max_outstanding: usize) -> Ledger {
+        Ledger {
+            ready: VecDeque::with_capacity(max_outstanding),
+            max_outstanding,
+            error: false,
+        }
+    }
+
+    /// The admission rule for a new READ of `total` bytes with `in_flight` READs sent
+    /// and unanswered: a length in 1..=[`MAX_READ_LEN`](crate::MAX_READ_LEN), room under
+    /// the bound, and in the error state an immediate `Flushed` completion instead of
+    /// sending. `Ok(true)`: send it.
+    pub(crate) fn admit(
+        &mut self,
+        in_flight: usize,
+        wr_id: u64,
+        total: u64,
+    ) -> Result<bool, FabricError> {
+        if total == 0 || total > crate::MAX_READ_LEN as u64 {
+            return Err(FabricError::BadLength {
+                len: total,
+                max: crate::MAX_READ_LEN,
+            });
+        }
+        if in_flight + self.ready.len() >= self.max_outstanding {
+            return Err(FabricError::QueueFull(self.max_outstanding));
+        }
+        if self.error {
+            self.flushed(wr_id);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Complete `wr_id` as `Flushed`.
+    pub(crate) fn flushed(&mut self, wr_id: u64) {
+        self.ready.push_back(Completion {
+            wr_id,
+            status: WcStatus::Flushed,
+            data: Buf::empty(),
+        });
+    }
+
+    /// Hand every ready completion to `out`; returns how many.
+    pub(crate) fn drain_into(&mut self, out: &mut Vec<Completion>) -> usize {
+        let n = self.ready.len();
+        out.extend(self.ready.drain(..));
+        n
+    }
+}
+
+/// The total length of a scatter-gather READ, once its segment count is checked
+/// (1..=[`MAX_SGE`](crate::MAX_SGE)).
+pub(crate) fn sg_total(segs: &[(u64, u32, u32)]) -> Result<u64, FabricError> {
+    if segs.is_empty() || segs.len() > crate::MAX_SGE {
+        return Err(FabricError::BadSgList(segs.len()));
+    }
+    Ok(segs.iter().map(|s| s.1 as u64).sum())
 }
 
 impl AsRawFd for Connection {

@@ -6,9 +6,8 @@ use super::auth;
 use super::stream::Stream;
 use super::wire::{self, Frame, ReadReq, ReadRespHead};
 use crate::buf::{Buf, Pool};
-use crate::{
-    Completion, Endpoint, FabricError, WcStatus, DEFAULT_MAX_OUTSTANDING, MAX_READ_LEN, MAX_SGE,
-};
+use crate::connection::Ledger;
+use crate::{Completion, Endpoint, FabricError, WcStatus, DEFAULT_MAX_OUTSTANDING, MAX_SGE};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -48,10 +47,8 @@ pub struct SoftConnection {
     pending: VecDeque<Pending>,
     incoming: Option<Incoming>,
     /// Completions produced but not yet handed out (flushes, or arrivals during commit).
-    ready: VecDeque<Completion>,
+    ledger: Ledger,
     pool: Arc<Pool>,
-    max_outstanding: usize,
-    error: bool,
     /// The grant of the COMMIT awaiting its acknowledgement.
     commit_pending: Option<[u8; 16]>,
     commit_ack: Option<u32>,
@@ -142,34 +139,11 @@ impl SoftConnection {
             rx_end: 0,
             pending: VecDeque::with_capacity(max_outstanding),
             incoming: None,
-            ready: VecDeque::with_capacity(max_outstanding),
+            ledger: Ledger::new(max_outstanding),
             pool: Pool::new(),
-            max_outstanding,
-            error: false,
             commit_pending: None,
             commit_ack: None,
         })
-    }
-
-    fn admit(&mut self, wr_id: u64, total: u64) -> Result<bool, FabricError> {
-        if total == 0 || total > MAX_READ_LEN as u64 {
-            return Err(FabricError::BadLength {
-                len: total,
-                max: MAX_READ_LEN,
-            });
-        }
-        if self.pending.len() + self.ready.len() >= self.max_outstanding {
-            return Err(FabricError::QueueFull(self.max_outstanding));
-        }
-        if self.error {
-            self.ready.push_back(Completion {
-                wr_id,
-                status: WcStatus::Flushed,
-                data: Buf::empty(),
-            });
-            return Ok(false);
-        }
-        Ok(true)
     }
 
     /// See [`crate::Connection::post_read`].
@@ -180,7 +154,7 @@ impl SoftConnection {
         len: u32,
         rkey: u32,
     ) -> Result<(), FabricError> {
-        if self.admit(wr_id, len as u64)? {
+        if self.ledger.admit(self.pending.len(), wr_id, len as u64)? {
             let r = ReadReq {
                 wr_id,
                 addr: remote_addr,
@@ -200,11 +174,8 @@ impl SoftConnection {
         wr_id: u64,
         segs: &[(u64, u32, u32)],
     ) -> Result<(), FabricError> {
-        if segs.is_empty() || segs.len() > MAX_SGE {
-            return Err(FabricError::BadSgList(segs.len()));
-        }
-        let total: u64 = segs.iter().map(|s| s.1 as u64).sum();
-        if self.admit(wr_id, total)? {
+        let total = crate::connection::sg_total(segs)?;
+        if self.ledger.admit(self.pending.len(), wr_id, total)? {
             wire::put_read_sg(&mut self.tx, wr_id, segs);
             self.pending.push_back(Pending {
                 wr_id,
@@ -217,19 +188,15 @@ impl SoftConnection {
 
     /// Enter the error state: everything outstanding completes `Flushed`.
     fn fail(&mut self) {
-        if !self.error {
-            self.error = true;
+        if !self.ledger.error {
+            self.ledger.error = true;
             self.s.shutdown();
         }
         self.incoming = None;
         self.tx.clear();
         self.tx_off = 0;
         while let Some(p) = self.pending.pop_front() {
-            self.ready.push_back(Completion {
-                wr_id: p.wr_id,
-                status: WcStatus::Flushed,
-                data: Buf::empty(),
-            });
+            self.ledger.flushed(p.wr_id);
         }
     }
 
@@ -322,7 +289,7 @@ impl SoftConnection {
 
     fn complete(&mut self, head: ReadRespHead, data: Buf) {
         self.pending.pop_front();
-        self.ready.push_back(Completion {
+        self.ledger.ready.push_back(Completion {
             wr_id: head.wr_id,
             status: head.status,
             data,
@@ -337,7 +304,7 @@ impl SoftConnection {
     /// socket was empty at that instant, and another read would only say so again.
     fn pump(&mut self) {
         self.try_send();
-        while !self.error {
+        while !self.ledger.error {
             // Large payloads go straight into their completion buffer.
             let direct = self.rx_start == self.rx_end
                 && self
@@ -401,14 +368,12 @@ impl SoftConnection {
     }
 
     fn drain(&mut self, out: &mut Vec<Completion>) -> usize {
-        let n = self.ready.len();
-        out.extend(self.ready.drain(..));
-        n
+        self.ledger.drain_into(out)
     }
 
     /// See [`crate::Connection::poll_completions`].
     pub fn poll_completions(&mut self, out: &mut Vec<Completion>) -> Result<usize, FabricError> {
-        if self.ready.is_empty() {
+        if self.ledger.ready.is_empty() {
             self.pump();
         }
         Ok(self.drain(out))
@@ -457,7 +422,7 @@ impl SoftConnection {
         // poll(2) first: it returns at once if the socket has data, and saves the read
         // that would otherwise find it empty right after a post.
         loop {
-            if !self.ready.is_empty() || self.pending.is_empty() {
+            if !self.ledger.ready.is_empty() || self.pending.is_empty() {
                 return Ok(self.drain(out));
             }
             if !self.wait_fd(deadline)? {
@@ -469,7 +434,7 @@ impl SoftConnection {
 
     /// See [`crate::Connection::commit`].
     pub fn commit(&mut self, grant: [u8; 16]) -> Result<(), FabricError> {
-        if self.error {
+        if self.ledger.error {
             return Err(FabricError::ErrorState);
         }
         self.commit_ack = None;
@@ -481,7 +446,7 @@ impl SoftConnection {
             match self.commit_ack.take() {
                 Some(0) => return Ok(()),
                 Some(st) => return Err(FabricError::CommitRejected(format!("status {st}"))),
-                None if self.error => return Err(FabricError::ErrorState),
+                None if self.ledger.error => return Err(FabricError::ErrorState),
                 None => {}
             }
             if !self.wait_fd(Some(deadline))? {
@@ -497,17 +462,17 @@ impl SoftConnection {
 
     /// See [`crate::Connection::outstanding`].
     pub fn outstanding(&self) -> usize {
-        self.pending.len() + self.ready.len()
+        self.pending.len() + self.ledger.ready.len()
     }
 
     /// See [`crate::Connection::max_outstanding`].
     pub fn max_outstanding(&self) -> usize {
-        self.max_outstanding
+        self.ledger.max_outstanding
     }
 
     /// See [`crate::Connection::is_error`].
     pub fn is_error(&self) -> bool {
-        self.error
+        self.ledger.error
     }
 
     /// See [`crate::Connection::wants_write`].

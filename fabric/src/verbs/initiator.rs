@@ -7,7 +7,8 @@ use super::msg::Msg;
 use super::qp::{Qp, TAG_CTRL, TAG_RECV};
 use super::status::wc_status;
 use crate::buf::{Buf, Pool};
-use crate::{Completion, FabricError, WcStatus, MAX_READ_LEN, MAX_SGE};
+use crate::connection::Ledger;
+use crate::{Completion, FabricError, WcStatus};
 use rdma_sys::*;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
@@ -37,10 +38,8 @@ pub struct VerbsConnection {
     pub(super) id: *mut rdma_cm_id,
     pub(super) _channel: Channel,
     pub(super) pending: VecDeque<Pending>,
-    pub(super) ready: VecDeque<Completion>,
+    pub(super) ledger: Ledger,
     pub(super) pool: Arc<Pool>,
-    pub(super) max_outstanding: usize,
-    pub(super) error: bool,
     pub(super) commit_ack: Option<u32>,
     /// The grant of the COMMIT awaiting its acknowledgement.
     pub(super) committing: Option<[u8; 16]>,
@@ -52,27 +51,6 @@ pub struct VerbsConnection {
 unsafe impl Send for VerbsConnection {}
 
 impl VerbsConnection {
-    fn admit(&mut self, wr_id: u64, total: u64) -> Result<bool, FabricError> {
-        if total == 0 || total > MAX_READ_LEN as u64 {
-            return Err(FabricError::BadLength {
-                len: total,
-                max: MAX_READ_LEN,
-            });
-        }
-        if self.pending.len() + self.ready.len() >= self.max_outstanding {
-            return Err(FabricError::QueueFull(self.max_outstanding));
-        }
-        if self.error {
-            self.ready.push_back(Completion {
-                wr_id,
-                status: WcStatus::Flushed,
-                data: Buf::empty(),
-            });
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
     /// See [`crate::Connection::post_read`].
     pub fn post_read(
         &mut self,
@@ -90,11 +68,8 @@ impl VerbsConnection {
         wr_id: u64,
         segs: &[(u64, u32, u32)],
     ) -> Result<(), FabricError> {
-        if segs.is_empty() || segs.len() > MAX_SGE {
-            return Err(FabricError::BadSgList(segs.len()));
-        }
-        let total: u64 = segs.iter().map(|s| s.1 as u64).sum();
-        if !self.admit(wr_id, total)? {
+        let total = crate::connection::sg_total(segs)?;
+        if !self.ledger.admit(self.pending.len(), wr_id, total)? {
             return Ok(());
         }
         let mut buf = self.pool.take(total as usize);
@@ -176,7 +151,7 @@ impl VerbsConnection {
             if let Some(p) = self.pending.back_mut() {
                 p.status = WcStatus::Flushed;
             }
-            self.error = true;
+            self.ledger.error = true;
         }
         Ok(())
     }
@@ -185,7 +160,7 @@ impl VerbsConnection {
         if wc.wr_id & TAG_RECV != 0 {
             let Some(q) = self.qp.as_mut() else { return };
             if wc.status != ibv_wc_status::IBV_WC_SUCCESS {
-                self.error = true;
+                self.ledger.error = true;
                 return;
             }
             let slot = (wc.wr_id & !TAG_RECV) as usize;
@@ -214,7 +189,7 @@ impl VerbsConnection {
         }
         p.left = p.left.saturating_sub(1);
         if st != WcStatus::Success {
-            self.error = true;
+            self.ledger.error = true;
         }
         if p.left == 0 {
             if let Some(p) = self.pending.pop_front() {
@@ -227,7 +202,7 @@ impl VerbsConnection {
         // SAFETY: every work request using this MR has completed.
         unsafe { ibv_dereg_mr(p.mr) };
         // After the first error, an RC QP flushes everything behind it.
-        let status = if self.error && p.status == WcStatus::Success {
+        let status = if self.ledger.error && p.status == WcStatus::Success {
             WcStatus::Flushed
         } else {
             p.status
@@ -237,7 +212,7 @@ impl VerbsConnection {
         } else {
             Buf::empty()
         };
-        self.ready.push_back(Completion {
+        self.ledger.ready.push_back(Completion {
             wr_id: p.wr_id,
             status,
             data,
@@ -268,9 +243,7 @@ impl VerbsConnection {
     /// See [`crate::Connection::poll_completions`].
     pub fn poll_completions(&mut self, out: &mut Vec<Completion>) -> Result<usize, FabricError> {
         self.pump()?;
-        let n = self.ready.len();
-        out.extend(self.ready.drain(..));
-        Ok(n)
+        Ok(self.ledger.drain_into(out))
     }
 
     /// See [`crate::Connection::wait_completions`].
@@ -336,7 +309,7 @@ impl VerbsConnection {
 
     /// See [`crate::Connection::commit`].
     pub fn commit(&mut self, grant: [u8; 16]) -> Result<(), FabricError> {
-        if self.error {
+        if self.ledger.error {
             return Err(FabricError::ErrorState);
         }
         self.commit_ack = None;
@@ -351,7 +324,7 @@ impl VerbsConnection {
             match self.commit_ack.take() {
                 Some(0) => return Ok(()),
                 Some(st) => return Err(FabricError::CommitRejected(format!("status {st}"))),
-                None if self.error => return Err(FabricError::ErrorState),
+                None if self.ledger.error => return Err(FabricError::ErrorState),
                 None => {}
             }
             if Instant::now() >= deadline {
@@ -363,17 +336,17 @@ impl VerbsConnection {
 
     /// See [`crate::Connection::outstanding`].
     pub fn outstanding(&self) -> usize {
-        self.pending.len() + self.ready.len()
+        self.pending.len() + self.ledger.ready.len()
     }
 
     /// See [`crate::Connection::max_outstanding`].
     pub fn max_outstanding(&self) -> usize {
-        self.max_outstanding
+        self.ledger.max_outstanding
     }
 
     /// See [`crate::Connection::is_error`].
     pub fn is_error(&self) -> bool {
-        self.error
+        self.ledger.error
     }
 
     /// Always false: work requests go to the device directly.

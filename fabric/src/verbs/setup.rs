@@ -9,6 +9,7 @@ use super::msg::{self, Msg};
 use super::qp::{self, ack, Qp, QpSize, TAG_RECV};
 use super::status::wc_status_name;
 use crate::buf::Pool;
+use crate::connection::Ledger;
 use crate::{Endpoint, FabricError, DEFAULT_MAX_OUTSTANDING, MAX_SGE};
 use rdma_sys::*;
 use std::collections::VecDeque;
@@ -88,10 +89,8 @@ impl VerbsConnection {
             id,
             _channel: channel,
             pending: VecDeque::new(),
-            ready: VecDeque::new(),
+            ledger: Ledger::new(DEFAULT_MAX_OUTSTANDING),
             pool: Pool::new(),
-            max_outstanding: DEFAULT_MAX_OUTSTANDING,
-            error: false,
             commit_ack: None,
             committing: None,
             armed: false,
@@ -209,7 +208,8 @@ impl VerbsConnection {
         q.send(&Msg::Auth { grant, peer, sig })?;
         match self.wait_msg(Instant::now() + CONNECT_TIMEOUT)? {
             Msg::Welcome { max_outstanding } => {
-                self.max_outstanding = (max_outstanding as usize).clamp(1, DEFAULT_MAX_OUTSTANDING);
+                self.ledger.max_outstanding =
+                    (max_outstanding as usize).clamp(1, DEFAULT_MAX_OUTSTANDING);
                 Ok(())
             }
             Msg::Error { code, text } => {
