@@ -17,6 +17,7 @@ pub mod conformance;
 mod connection;
 mod endpoint;
 mod error;
+mod fdwait;
 mod responder;
 pub mod soft;
 mod source;

@@ -65,11 +65,12 @@ fn pread_at(file: &File, buf: &mut [u8], addr: u64) -> io::Result<usize> {
             addr as i64,
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    byte_count(n)
+}
+
+/// A `pread`/`pwrite` return value as a byte count or the error it signals.
+fn byte_count(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 fn pwrite_at(file: &File, buf: &[u8], addr: u64) -> io::Result<usize> {
@@ -82,58 +83,51 @@ fn pwrite_at(file: &File, buf: &[u8], addr: u64) -> io::Result<usize> {
             addr as i64,
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+    byte_count(n)
+}
+
+/// Move all `len` bytes at `addr` by repeated positional transfers: `step(done, at)`
+/// moves bytes `done..` at target address `at` and says how many. End of file before the
+/// first byte is [`SourceError::Gone`], later a [`SourceError::Short`] transfer; EINTR is
+/// retried.
+fn all_of(
+    addr: u64,
+    len: usize,
+    mut step: impl FnMut(usize, u64) -> io::Result<usize>,
+) -> Result<(), SourceError> {
+    let mut done = 0usize;
+    while done < len {
+        match step(done, addr.wrapping_add(done as u64)) {
+            Ok(0) if done == 0 => return Err(SourceError::Gone { addr, len }),
+            Ok(0) => {
+                return Err(SourceError::Short {
+                    addr,
+                    got: done,
+                    len,
+                })
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(SourceError::Io { addr, len, source }),
+        }
     }
+    Ok(())
 }
 
 impl MemorySource for ProcMemSource {
     fn read_exact_at(&self, addr: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        let len = buf.len();
-        let mut done = 0usize;
-        while done < len {
-            let at = addr.wrapping_add(done as u64);
-            match pread_at(&self.file, &mut buf[done..], at) {
-                Ok(0) if done == 0 => return Err(SourceError::Gone { addr, len }),
-                Ok(0) => {
-                    return Err(SourceError::Short {
-                        addr,
-                        got: done,
-                        len,
-                    })
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(SourceError::Io { addr, len, source }),
-            }
-        }
-        Ok(())
+        all_of(addr, buf.len(), |done, at| {
+            pread_at(&self.file, &mut buf[done..], at)
+        })
     }
 
     fn write_all_at(&self, addr: u64, buf: &[u8]) -> Result<(), SourceError> {
         if !self.writable {
             return Err(SourceError::ReadOnly);
         }
-        let len = buf.len();
-        let mut done = 0usize;
-        while done < len {
-            match pwrite_at(&self.file, &buf[done..], addr.wrapping_add(done as u64)) {
-                Ok(0) if done == 0 => return Err(SourceError::Gone { addr, len }),
-                Ok(0) => {
-                    return Err(SourceError::Short {
-                        addr,
-                        got: done,
-                        len,
-                    })
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(SourceError::Io { addr, len, source }),
-            }
-        }
-        Ok(())
+        all_of(addr, buf.len(), |done, at| {
+            pwrite_at(&self.file, &buf[done..], at)
+        })
     }
 
     fn writable(&self) -> bool {

@@ -381,35 +381,12 @@ impl SoftConnection {
 
     /// Block in poll(2) for readability (and writability while requests are queued).
     fn wait_fd(&self, deadline: Option<Instant>) -> Result<bool, FabricError> {
-        let timeout_ms = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(false);
-                }
-                left.as_millis().clamp(1, i32::MAX as u128) as i32
-            }
-        };
         let mut events = libc::POLLIN;
         if self.wants_write() {
             events |= libc::POLLOUT;
         }
-        let mut pfd = libc::pollfd {
-            fd: self.s.as_raw_fd(),
-            events,
-            revents: 0,
-        };
-        // SAFETY: pfd is a valid pollfd array of length 1 for the duration of the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(true);
-            }
-            return Err(FabricError::io("poll", "connection", e));
-        }
-        Ok(r > 0)
+        crate::fdwait::wait(self.s.as_raw_fd(), events, deadline)
+            .map_err(|e| FabricError::io("poll", "connection", e))
     }
 
     /// See [`crate::Connection::wait_completions`].

@@ -107,6 +107,30 @@ impl Drop for Channel {
 }
 
 /// An error from a verbs / rdma_cm call.
+/// The first steps of both sides: the address of an `rdma:` endpoint, a device to use, an
+/// event channel and a reliable-connection cm id on it. The caller owns the id and must
+/// destroy it before the channel.
+pub(crate) fn open_id(
+    endpoint: &crate::Endpoint,
+) -> Result<(SocketAddr, Channel, *mut rdma_cm_id), FabricError> {
+    let crate::Endpoint::Rdma(addr) = endpoint else {
+        return Err(FabricError::BadEndpoint(endpoint.to_string()));
+    };
+    require_device()?;
+    let channel = Channel::new()?;
+    let mut id = std::ptr::null_mut();
+    // SAFETY: channel is live; id is a valid out-pointer.
+    check("rdma_create_id", unsafe {
+        rdma_create_id(
+            channel.0,
+            &mut id,
+            std::ptr::null_mut(),
+            rdma_port_space::RDMA_PS_TCP,
+        )
+    })?;
+    Ok((*addr, channel, id))
+}
+
 pub(crate) fn verbs_err(call: &str, e: io::Error) -> FabricError {
     FabricError::Verbs(format!("{call}: {e}"))
 }
@@ -138,31 +162,7 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> Result<(), FabricError> {
 /// poll(2) one fd for readability until `deadline` (forever with None). Ok(false) on
 /// time-out.
 pub(crate) fn poll_in(fd: RawFd, deadline: Option<Instant>) -> Result<bool, FabricError> {
-    let ms = match deadline {
-        None => -1,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(false);
-            }
-            left.as_millis().clamp(1, i32::MAX as u128) as i32
-        }
-    };
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: p is a valid pollfd array of length 1.
-    let r = unsafe { libc::poll(&mut p, 1, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(true);
-        }
-        return Err(verbs_err("poll", e));
-    }
-    Ok(r > 0)
+    crate::fdwait::wait(fd, libc::POLLIN, deadline).map_err(|e| verbs_err("poll", e))
 }
 
 /// A socket address in the C layout rdma_cm takes.

@@ -139,27 +139,13 @@ pub struct VerbsResponder {
 impl VerbsResponder {
     /// Listen on `listen` (`rdma:IP:PORT`, the IP of an RDMA device; port 0 picks one).
     pub fn bind(listen: &Endpoint, events: EventSink) -> Result<VerbsResponder, FabricError> {
-        let Endpoint::Rdma(addr) = listen else {
-            return Err(FabricError::BadEndpoint(listen.to_string()));
-        };
-        cm::require_device()?;
-        let channel = Channel::new()?;
-        let mut id = std::ptr::null_mut();
-        // SAFETY: channel is live; id is a valid out-pointer.
-        cm::check("rdma_create_id", unsafe {
-            rdma_create_id(
-                channel.0,
-                &mut id,
-                std::ptr::null_mut(),
-                rdma_port_space::RDMA_PS_TCP,
-            )
-        })?;
+        let (addr, channel, id) = cm::open_id(listen)?;
         let fail = |id: *mut rdma_cm_id, e: FabricError| {
             // SAFETY: id was created above and has no QP.
             unsafe { rdma_destroy_id(id) };
             e
         };
-        let mut sa = cm::sockaddr(addr);
+        let mut sa = cm::sockaddr(&addr);
         // SAFETY: id live; sa is a valid sockaddr for the call.
         if unsafe { rdma_bind_addr(id, (&mut sa as *mut libc::sockaddr_storage).cast()) } != 0 {
             let e = std::io::Error::last_os_error();

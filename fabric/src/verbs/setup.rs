@@ -3,7 +3,7 @@
 //! with an AUTH SEND and wait for WELCOME.
 
 use super::auth;
-use super::cm::{self, Channel};
+use super::cm;
 use super::initiator::VerbsConnection;
 use super::msg::{self, Msg};
 use super::qp::{self, ack, Qp, QpSize, TAG_RECV};
@@ -67,21 +67,7 @@ impl VerbsConnection {
         endpoint: &Endpoint,
         hello: &[u8],
     ) -> Result<(VerbsConnection, [u8; 32]), FabricError> {
-        let Endpoint::Rdma(addr) = endpoint else {
-            return Err(FabricError::BadEndpoint(endpoint.to_string()));
-        };
-        cm::require_device()?;
-        let channel = Channel::new()?;
-        let mut id = std::ptr::null_mut();
-        // SAFETY: channel live; id valid out-pointer.
-        cm::check("rdma_create_id", unsafe {
-            rdma_create_id(
-                channel.0,
-                &mut id,
-                std::ptr::null_mut(),
-                rdma_port_space::RDMA_PS_TCP,
-            )
-        })?;
+        let (addr, channel, id) = cm::open_id(endpoint)?;
         let mut c = VerbsConnection {
             qp: None,
             comp: std::ptr::null_mut(),
@@ -95,7 +81,7 @@ impl VerbsConnection {
             committing: None,
             armed: false,
         };
-        let snonce = c.setup(addr, endpoint, hello)?;
+        let snonce = c.setup(&addr, endpoint, hello)?;
         Ok((c, snonce))
     }
 
