@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Prefetch READs in flight (both sides).
     #[arg(long, default_value_t = Config::default().depth)]
     pub depth: usize,
+    /// Prefetch connections (both sides).
+    #[arg(long, default_value_t = Config::default().prefetch_conns)]
+    pub conns: usize,
 }
 
 struct Both {
@@ -91,8 +94,10 @@ fn one(
         no_prefetch,
         chunk: a.chunk.clamp(crate::PAGE, 4 << 20),
         depth: a.depth.max(1),
+        prefetch_conns: a.conns.clamp(1, 8),
         ..Config::default()
     };
+    let (self0, thread0) = (cpu_s(libc::RUSAGE_SELF), cpu_s(libc::RUSAGE_THREAD));
     let (r, d) = run_dest(
         info,
         DestRun {
@@ -105,6 +110,7 @@ fn one(
             verify_after: true,
         },
     )?;
+    let (self1, thread1) = (cpu_s(libc::RUSAGE_SELF), cpu_s(libc::RUSAGE_THREAD));
     if d.mismatches > 0 || d.pages_verified != r.pages_total {
         anyhow::bail!(
             "benchmark run verified {} pages, {} wrong",
@@ -119,7 +125,30 @@ fn one(
         "touch_p50_us": d.touch_p50_us,
         "touch_p99_us": d.touch_p99_us,
         "pages_on_demand": r.pages_on_demand,
+        "server_cpu_s": thread1 - thread0,
+        "source_cpu_s": (self1 - self0) - (thread1 - thread0),
     }))
+}
+
+/// User + system CPU seconds of this process (`RUSAGE_SELF`) or this thread
+/// (`RUSAGE_THREAD`): on a loaded machine the CPU a run costs is steadier than its wall time.
+fn cpu_s(who: libc::c_int) -> f64 {
+    // SAFETY: an all-zero rusage is a valid value; getrusage only writes into it.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable rusage for the duration of the call.
+    if unsafe { libc::getrusage(who, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// The 1-minute load average (the benchmark's figures depend on what else runs).
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn f(v: &Value, k: &str) -> f64 {
@@ -185,7 +214,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let ratio = |m: f64, r: f64| if r > 0.0 { m / r } else { f64::NAN };
     let present = |m: &serde_json::Map<String, Value>, p: &str| f(&m[p], "all_present_s");
+    let per = |m: &serde_json::Map<String, Value>, k: &str| json!({ "random": f(&m["random"], k), "seq": f(&m["seq"], k), "idle": f(&m["idle"], k) });
     let out = json!({
+        "loadavg_1m": loadavg(),
         "size_bytes": size,
         "demand_size_bytes": dsize,
         "baseline": {
@@ -194,6 +225,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             "server_fault_p50_us": f(&raw_d, "fault_p50_us"),
             "server_fault_p99_us": f(&raw_d, "fault_p99_us"),
             "all_present_s": { "random": present(&raw_all, "random"), "seq": present(&raw_all, "seq"), "idle": present(&raw_all, "idle") },
+            "server_cpu_s": per(&raw_all, "server_cpu_s"),
+            "source_cpu_s": per(&raw_all, "source_cpu_s"),
         },
         "memgate": {
             "demand_fault_p50_us": f(&mg_d, "touch_p50_us"),
@@ -201,6 +234,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             "server_fault_p50_us": f(&mg_d, "fault_p50_us"),
             "server_fault_p99_us": f(&mg_d, "fault_p99_us"),
             "all_present_s": { "random": present(&mg_all, "random"), "seq": present(&mg_all, "seq"), "idle": present(&mg_all, "idle") },
+            "server_cpu_s": per(&mg_all, "server_cpu_s"),
+            "source_cpu_s": per(&mg_all, "source_cpu_s"),
         },
         "ratio": {
             "demand_fault_p50": ratio(f(&mg_d, "touch_p50_us"), f(&raw_d, "touch_p50_us")),
@@ -247,5 +282,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             "ms",
         );
     }
+    for p in ["random", "seq", "idle"] {
+        row(
+            &format!("CPU, fault server + source, {p}"),
+            (f(&raw_all[p], "server_cpu_s") + f(&raw_all[p], "source_cpu_s")) * 1e3,
+            (f(&mg_all[p], "server_cpu_s") + f(&mg_all[p], "source_cpu_s")) * 1e3,
+            "ms",
+        );
+    }
+    println!("  (1-minute load average {:.2})", f(&out, "loadavg_1m"));
     Ok(())
 }

@@ -1,14 +1,15 @@
-//! The fault-server loop: one thread polls the uffd and both connections (demand and
-//! prefetch) with poll(2), so a fault is read, requested, received and copied without a
-//! cross-thread hand-off. Demand faults go on their own connection as single-page READs and
-//! so never queue behind a prefetch chunk; prefetch keeps several large READs in flight,
-//! starting near the most recent fault, and copies each chunk in slices, serving faults
-//! between slices. Every failure ends in [`Engine::fail_closed`]: pages not yet present are
-//! poisoned so that any later access raises SIGBUS instead of reading zeros.
+//! The fault-server loop: one thread polls the uffd and every connection with poll(2), so a
+//! fault is read, requested, received and copied without a cross-thread hand-off. Demand
+//! faults go on their own connection as single-page READs and so never queue behind a
+//! prefetch chunk; prefetch keeps several large READs in flight over several connections
+//! (each received on a thread of its own, so receiving one chunk overlaps copying the
+//! previous one), starting near the most recent fault, and copies each chunk in slices,
+//! serving faults between slices. Every failure ends in [`Engine::fail_closed`]: pages not
+//! yet present are poisoned so that any later access raises SIGBUS instead of reading zeros.
 
 use super::layout::Layout;
 use super::stats::{Counters, Report};
-use crate::transport::{Completion, Connector, ReadFailure, Transport, TransportError};
+use crate::transport::{Completion, Connector, ReadFailure, TransportError};
 use crate::uffd::{CopyOutcome, Msg, Uffd};
 use crate::PAGE;
 use std::collections::HashMap;
@@ -20,17 +21,30 @@ const PRESENT: u8 = 1;
 const DISCARDED: u8 = 2;
 const DEMAND: u8 = 4;
 const PREFETCH: u8 = 8;
-const PREFETCH_TAG: u64 = 1 << 63;
+/// A work-request id is `link << LINK_SHIFT | first page`; link 0 is the demand link.
+const LINK_SHIFT: u32 = 48;
+const DEMAND_LINK: usize = 0;
+/// Demand READs kept in flight at most (below the fabric's per-connection bound). A fault
+/// beyond it waits in [`Engine::deferred`]: a fault already satisfied by a prefetch copy
+/// can leave its demand READ outstanding, and a source answering the demand connection
+/// slowly must not make the fault server overrun the connection's bound.
+const DEMAND_MAX_INFLIGHT: usize = 32;
 
+mod links;
 mod sched;
+
+use links::{connect_prefetch, Link};
 
 /// Tuning knobs.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Bytes per prefetch READ.
     pub chunk: usize,
-    /// Prefetch READs kept in flight.
+    /// Prefetch READs kept in flight (over all prefetch connections).
     pub depth: usize,
+    /// Prefetch connections, each received on a thread of its own (the source serves each
+    /// connection on its own thread too).
+    pub prefetch_conns: usize,
     /// Largest UFFDIO_COPY issued at once for prefetched data (faults are served between).
     pub copy_slice: usize,
     /// Reconnect attempts after a connection breaks (with doubling backoff from 20 ms).
@@ -46,6 +60,7 @@ impl Default for Config {
         Config {
             chunk: 1 << 20,
             depth: 4,
+            prefetch_conns: 2,
             copy_slice: 256 << 10,
             reconnect_attempts: 6,
             expires: None,
@@ -86,35 +101,6 @@ pub enum EngineError {
     DestinationGone(usize),
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Posted {
-    page: usize,
-    pages: usize,
-    src: u64,
-    len: u32,
-    rkey: u32,
-}
-
-struct Link {
-    conn: Option<Box<dyn Transport>>,
-    inflight: HashMap<u64, Posted>,
-}
-
-impl Link {
-    fn pollfd(&self) -> libc::pollfd {
-        let (fd, out) = self
-            .conn
-            .as_ref()
-            .map_or((-1, false), |c| (c.raw_fd(), c.wants_write()));
-        let events = libc::POLLIN | if out { libc::POLLOUT } else { 0 };
-        libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        }
-    }
-}
-
 /// What a finished run looked like.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -132,8 +118,11 @@ pub struct Engine<'a> {
     state: Vec<u8>,
     remaining: usize,
     connector: &'a dyn Connector,
-    demand: Link,
-    prefetch: Link,
+    /// `links[0]` carries demand READs, the others prefetch.
+    links: Vec<Link>,
+    pollfds: Vec<libc::pollfd>,
+    /// Faulted pages (DEMAND set) waiting for room on the demand link.
+    deferred: std::collections::VecDeque<usize>,
     fault_start: HashMap<usize, Instant>,
     cursor: usize,
     hint: Option<usize>,
@@ -163,26 +152,27 @@ impl<'a> Engine<'a> {
         watch: Option<OwnedFd>,
     ) -> Result<Engine<'a>, EngineError> {
         let total = layout.total();
-        let demand = Link {
+        let mut links = vec![Link {
             conn: Some(connector.connect()?),
             inflight: HashMap::new(),
-        };
-        let prefetch = Link {
-            conn: if cfg.no_prefetch {
-                None
-            } else {
-                Some(connector.connect()?)
-            },
-            inflight: HashMap::new(),
-        };
+        }];
+        if !cfg.no_prefetch {
+            for _ in 0..cfg.prefetch_conns.max(1) {
+                links.push(Link {
+                    conn: Some(connect_prefetch(connector)?),
+                    inflight: HashMap::new(),
+                });
+            }
+        }
         Ok(Engine {
             uffd,
             layout,
             state: vec![0; total],
             remaining: total,
             connector,
-            demand,
-            prefetch,
+            links,
+            pollfds: Vec::new(),
+            deferred: std::collections::VecDeque::new(),
             fault_start: HashMap::new(),
             cursor: 0,
             hint: None,
@@ -211,7 +201,7 @@ impl<'a> Engine<'a> {
     pub fn run(&mut self) -> Result<Outcome, EngineError> {
         match self.serve() {
             Ok(all_present) => {
-                let committed = match self.demand.conn.as_mut() {
+                let committed = match self.links[DEMAND_LINK].conn.as_mut() {
                     Some(c) => c.commit().map(|_| true)?,
                     None => false,
                 };
@@ -243,9 +233,14 @@ impl<'a> Engine<'a> {
         let mut last_progress = Instant::now();
         loop {
             self.drain_uffd()?;
-            self.pump(false)?;
-            self.pump(true)?;
-            if self.remaining == 0 && self.demand.inflight.is_empty() {
+            for l in 0..self.links.len() {
+                self.pump(l)?;
+            }
+            self.post_deferred()?;
+            if self.remaining == 0
+                && self.links[DEMAND_LINK].inflight.is_empty()
+                && self.deferred.is_empty()
+            {
                 let t = self.started.elapsed();
                 if let Some(p) = self.progress.as_mut() {
                     p(self.layout.total() as u64, self.layout.total() as u64);
@@ -253,29 +248,31 @@ impl<'a> Engine<'a> {
                 return Ok(t);
             }
             self.fill_prefetch()?;
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.uffd.as_fd().as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                self.demand.pollfd(),
-                self.prefetch.pollfd(),
-                libc::pollfd {
-                    fd: self.watch.as_ref().map_or(-1, |w| w.as_raw_fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: `fds` is a valid array of 4 pollfds; negative fds are ignored.
+            let mut fds = std::mem::take(&mut self.pollfds);
+            fds.clear();
+            fds.push(libc::pollfd {
+                fd: self.watch.as_ref().map_or(-1, |w| w.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            fds.push(libc::pollfd {
+                fd: self.uffd.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            fds.extend(self.links.iter().map(Link::pollfd));
+            // SAFETY: `fds` is a valid, initialised array of `fds.len()` pollfds; negative
+            // fds are ignored.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, 100) };
+            let gone = fds[0].revents != 0;
+            self.pollfds = fds;
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(EngineError::Uffd { op: "poll", err: e });
                 }
             }
-            if fds[3].revents != 0 {
+            if gone {
                 // The destination exited; pages it never touched no longer matter.
                 self.drain_uffd()?;
                 return Err(EngineError::DestinationGone(self.remaining));
@@ -330,7 +327,11 @@ impl<'a> Engine<'a> {
                     self.state[p] |= DEMAND;
                     self.fault_start.insert(p, Instant::now());
                     self.hint = Some(p + 1);
-                    self.post(false, p, 1)?;
+                    if self.links[DEMAND_LINK].inflight.len() < DEMAND_MAX_INFLIGHT {
+                        self.post(DEMAND_LINK, p, 1)?;
+                    } else {
+                        self.deferred.push_back(p);
+                    }
                 }
             }
             Msg::Remove { start, end } | Msg::Unmap { start, end } => {
@@ -362,109 +363,14 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    fn post(&mut self, prefetch: bool, page: usize, pages: usize) -> Result<(), EngineError> {
-        let (src, rkey, _) = self
-            .layout
-            .src_of(page)
-            .ok_or_else(|| EngineError::BadCompletion(format!("page {page} out of range")))?;
-        let posted = Posted {
-            page,
-            pages,
-            src,
-            len: (pages * PAGE) as u32,
-            rkey,
-        };
-        let wr_id = page as u64 | if prefetch { PREFETCH_TAG } else { 0 };
-        let link = if prefetch {
-            &mut self.prefetch
-        } else {
-            &mut self.demand
-        };
-        link.inflight.insert(wr_id, posted);
-        let res = match link.conn.as_mut() {
-            Some(c) => c.post_read(wr_id, src, posted.len, rkey),
-            None => Err(TransportError::Lost("not connected".into())),
-        };
-        if let Err(e) = res {
-            self.reconnect(prefetch, e)?;
-        }
-        Ok(())
-    }
-
-    fn reconnect(&mut self, prefetch: bool, why: TransportError) -> Result<(), EngineError> {
-        let mut delay = Duration::from_millis(20);
-        let mut last = why;
-        for _ in 0..self.cfg.reconnect_attempts {
-            if self.cfg.expires.is_some_and(|t| SystemTime::now() >= t) {
-                break;
-            }
-            tracing::warn!(
-                "connection to {} lost ({last}); reconnecting",
-                self.connector.endpoint()
-            );
-            std::thread::sleep(delay);
-            delay *= 2;
-            match self.connector.connect() {
-                Ok(mut conn) => {
-                    let link = if prefetch {
-                        &mut self.prefetch
-                    } else {
-                        &mut self.demand
-                    };
-                    let mut ok = true;
-                    for (wr_id, p) in &link.inflight {
-                        if let Err(e) = conn.post_read(*wr_id, p.src, p.len, p.rkey) {
-                            last = e;
-                            ok = false;
-                            break;
-                        }
-                    }
-                    if ok {
-                        link.conn = Some(conn);
-                        self.c.reconnects += 1;
-                        return Ok(());
-                    }
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(EngineError::Transport(last))
-    }
-
-    fn pump(&mut self, prefetch: bool) -> Result<(), EngineError> {
-        let mut comps = std::mem::take(&mut self.completions);
-        comps.clear();
-        let link = if prefetch {
-            &mut self.prefetch
-        } else {
-            &mut self.demand
-        };
-        let res = match link.conn.as_mut() {
-            Some(c) => c.poll(&mut comps),
-            None => Ok(()),
-        };
-        for comp in comps.drain(..) {
-            self.on_completion(comp)?;
-        }
-        self.completions = comps;
-        if let Err(e) = res {
-            let link = if prefetch {
-                &mut self.prefetch
-            } else {
-                &mut self.demand
-            };
-            link.conn = None;
-            self.reconnect(prefetch, e)?;
-        }
-        Ok(())
-    }
-
     fn on_completion(&mut self, comp: Completion) -> Result<(), EngineError> {
-        let prefetch = comp.wr_id & PREFETCH_TAG != 0;
-        let link = if prefetch {
-            &mut self.prefetch
-        } else {
-            &mut self.demand
+        let link_no = (comp.wr_id >> LINK_SHIFT) as usize;
+        let prefetch = link_no != DEMAND_LINK;
+        let Some(link) = self.links.get_mut(link_no) else {
+            return Err(EngineError::BadCompletion(format!(
+                "unknown wr_id {:#x}",
+                comp.wr_id
+            )));
         };
         let Some(p) = link.inflight.remove(&comp.wr_id) else {
             return Err(EngineError::BadCompletion(format!(
@@ -478,7 +384,7 @@ impl<'a> Engine<'a> {
                 // Re-post on a fresh connection.
                 link.inflight.insert(comp.wr_id, p);
                 link.conn = None;
-                return self.reconnect(prefetch, TransportError::Lost("READ flushed".into()));
+                return self.reconnect(link_no, TransportError::Lost("READ flushed".into()));
             }
             Err(failure) => {
                 return Err(EngineError::Read {
@@ -566,7 +472,7 @@ impl<'a> Engine<'a> {
             if prefetch && i < pages {
                 // Keep demand faults moving while a large chunk is copied.
                 self.drain_uffd()?;
-                self.pump(false)?;
+                self.pump(DEMAND_LINK)?;
             }
         }
         Ok(())

@@ -5,6 +5,7 @@
 
 pub mod fabric;
 pub mod rawtcp;
+pub mod threaded;
 
 use std::os::fd::RawFd;
 

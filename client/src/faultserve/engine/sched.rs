@@ -8,11 +8,11 @@ use std::io;
 
 impl Engine<'_> {
     pub(super) fn fill_prefetch(&mut self) -> Result<(), EngineError> {
-        if self.cfg.no_prefetch || self.prefetch.conn.is_none() {
+        if self.cfg.no_prefetch || self.links.len() < 2 {
             return Ok(());
         }
         let chunk_pages = (self.cfg.chunk / PAGE).max(1);
-        while self.prefetch.inflight.len() < self.cfg.depth {
+        while self.prefetch_inflight() < self.cfg.depth {
             let start = match self
                 .hint
                 .take()
@@ -26,7 +26,7 @@ impl Engine<'_> {
                     if self.cursor >= self.state.len() {
                         // A page can become wanted again behind the cursor (a copy that
                         // was interrupted): rescan once nothing is in flight.
-                        if self.remaining > 0 && self.prefetch.inflight.is_empty() {
+                        if self.remaining > 0 && self.prefetch_inflight() == 0 {
                             self.cursor = 0;
                             if self.state.iter().all(|&s| s != 0) {
                                 self.cursor = self.state.len();
@@ -51,13 +51,24 @@ impl Engine<'_> {
             if n == 0 {
                 return Ok(());
             }
-            self.post(true, start, n)?;
+            self.post(self.least_busy_prefetch_link(), start, n)?;
             // Keep reading ahead from where this chunk ends.
             if start != self.cursor {
                 self.hint = Some(start + n);
             }
         }
         Ok(())
+    }
+
+    fn prefetch_inflight(&self) -> usize {
+        self.links[1..].iter().map(|l| l.inflight.len()).sum()
+    }
+
+    /// The prefetch link (index 1 and up) with the fewest READs in flight.
+    fn least_busy_prefetch_link(&self) -> usize {
+        (1..self.links.len())
+            .min_by_key(|&i| self.links[i].inflight.len())
+            .unwrap_or(1)
     }
 
     fn first_free_near(&self, h: usize, window: usize) -> Option<usize> {
