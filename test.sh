@@ -7,7 +7,7 @@
 #   ./test.sh                 everything
 #   FUZZ_SECONDS=300 ./test.sh      fuzz each target longer (default 30 s each)
 #   LAB=none ./test.sh        skip the kernel lab (LAB=tier1 by default; LAB=tier3 adds the
-#                             patched-kernel tier, ~20 min)
+#                             patched-kernel tier: a kernel build of 15-20 min the first time)
 #
 # The last line is the total: "test.sh: N passed, N failed" (tests plus whole-step checks).
 set -uo pipefail
