@@ -1,14 +1,13 @@
 //! The READ hot path does not allocate per request once warm: a counting global allocator watches
 //! this whole process (initiator and responder threads) through a run of pipelined READs.
 
-use memgate_fabric::{
-    event_channel, public_key_from_seed, Access, Connection, Endpoint, KeySpec, Responder,
-    SoftResponder, VecSource, WcStatus,
-};
+mod common;
+use common::OneKey;
+use memgate_fabric::{event_channel, Connection, Endpoint, SoftResponder, VecSource, WcStatus};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
@@ -65,26 +64,10 @@ fn pipelined_reads_allocate_nothing_once_warm() {
     const BASE: u64 = 0x4000_0000;
     let (sink, _rx) = event_channel();
     let resp = SoftResponder::bind(&Endpoint::parse("tcp:127.0.0.1:0").unwrap(), sink).unwrap();
-    let region = resp
-        .register(
-            Arc::new(VecSource::new(BASE, vec![7u8; 1 << 20])),
-            BASE,
-            1 << 20,
-        )
-        .unwrap();
-    let seed = [3u8; 32];
-    let grant = [4u8; 16];
-    let spec = KeySpec {
-        addr: BASE,
-        len: 1 << 20,
-        access: Access::REMOTE_READ,
-        peer: public_key_from_seed(&seed).unwrap(),
-        grant,
-        expires: SystemTime::now() + Duration::from_secs(60),
-    };
-    let rkey = resp.create_key(&region, spec).unwrap();
-    let ep = Endpoint::parse(&resp.endpoint()).unwrap();
-    let mut c = Connection::connect(&ep, grant, seed).unwrap();
+    let src = Arc::new(VecSource::new(BASE, vec![7u8; 1 << 20]));
+    let served = OneKey::serve(resp, src, (BASE, 1 << 20), [3; 32], [4; 16]);
+    let rkey = served.rkey;
+    let mut c = served.connect();
     let mut out = Vec::with_capacity(64);
     run(&mut c, &mut out, BASE, rkey, 5000);
     let before = ALLOCS.load(Ordering::Relaxed);

@@ -3,26 +3,24 @@
 //! throughout. The attacker speaks the wire protocol directly, with its own
 //! implementation of the documented set-up (docs/fabric-soft.md).
 
+mod common;
+use common::OneKey;
 use memgate_fabric::soft::wire::{self, Frame};
 use memgate_fabric::{
-    event_channel, public_key_from_seed, Access, Connection, Endpoint, KeySpec, Responder,
-    SoftLimits, SoftResponder, VecSource, WcStatus,
+    event_channel, public_key_from_seed, Connection, Endpoint, Responder, SoftLimits,
+    SoftResponder, VecSource, WcStatus,
 };
 use ring::signature::Ed25519KeyPair;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 const BASE: u64 = 0x7000_0000;
 const LEN: usize = 8 << 20;
 
 struct Setup {
-    resp: SoftResponder,
-    ep: Endpoint,
-    grant: [u8; 16],
-    seed: [u8; 32],
-    rkey: u32,
+    key: OneKey,
     data: Vec<u8>,
 }
 
@@ -30,48 +28,20 @@ fn setup(limits: SoftLimits) -> Setup {
     let (sink, _rx) = event_channel();
     let listen = Endpoint::parse("tcp:127.0.0.1:0").unwrap();
     let resp = SoftResponder::bind_with(&listen, sink, limits).unwrap();
-    let ep = Endpoint::parse(&resp.endpoint()).unwrap();
     let data: Vec<u8> = (0..LEN).map(|i| (i * 31 + i / 4096) as u8).collect();
-    let region = resp
-        .register(
-            Arc::new(VecSource::new(BASE, data.clone())),
-            BASE,
-            LEN as u64,
-        )
-        .unwrap();
-    let seed = [0x42; 32];
-    let grant = [0x17; 16];
-    let rkey = resp
-        .create_key(
-            &region,
-            KeySpec {
-                addr: BASE,
-                len: LEN as u64,
-                access: Access::REMOTE_READ,
-                peer: public_key_from_seed(&seed).unwrap(),
-                grant,
-                expires: SystemTime::now() + Duration::from_secs(120),
-            },
-        )
-        .unwrap();
-    Setup {
-        resp,
-        ep,
-        grant,
-        seed,
-        rkey,
-        data,
-    }
+    let src = Arc::new(VecSource::new(BASE, data.clone()));
+    let key = OneKey::serve(resp, src, (BASE, LEN as u64), [0x42; 32], [0x17; 16]);
+    Setup { key, data }
 }
 
 impl Setup {
     fn good(&self) -> Connection {
-        Connection::connect(&self.ep, self.grant, self.seed).unwrap()
+        self.key.connect()
     }
 
     /// A well-behaved connection still gets byte-exact data.
     fn check_good(&self, c: &mut Connection) {
-        c.post_read(9, BASE + 4096, 4096, self.rkey).unwrap();
+        c.post_read(9, BASE + 4096, 4096, self.key.rkey).unwrap();
         let mut out = Vec::new();
         while out.is_empty() {
             c.wait_completions(&mut out, Some(Duration::from_secs(10)))
@@ -82,7 +52,7 @@ impl Setup {
     }
 
     fn tcp(&self) -> TcpStream {
-        let Endpoint::Tcp(a) = self.ep else {
+        let Endpoint::Tcp(a) = self.key.ep else {
             unreachable!()
         };
         let s = TcpStream::connect(a).unwrap();
@@ -93,11 +63,11 @@ impl Setup {
     /// Authenticate on a raw socket, following the documented transcript.
     fn raw(&self) -> TcpStream {
         let mut s = self.tcp();
-        let kp = Ed25519KeyPair::from_seed_unchecked(&self.seed).unwrap();
-        let peer = public_key_from_seed(&self.seed).unwrap();
+        let kp = Ed25519KeyPair::from_seed_unchecked(&self.key.seed).unwrap();
+        let peer = public_key_from_seed(&self.key.seed).unwrap();
         let cn = [0x33u8; 32];
         let mut b = Vec::new();
-        wire::put_hello(&mut b, &self.grant, &peer, &cn);
+        wire::put_hello(&mut b, &self.key.grant, &peer, &cn);
         s.write_all(&b).unwrap();
         let f = read_frame(&mut s);
         let Some((Frame::Challenge { nonce: sn, version }, _)) = wire::decode(&f, 4096).unwrap()
@@ -107,7 +77,7 @@ impl Setup {
         let mut t = Vec::new();
         t.extend_from_slice(b"memgate-fabric-soft auth v1\0");
         t.extend_from_slice(&version.to_le_bytes());
-        t.extend_from_slice(&self.grant);
+        t.extend_from_slice(&self.key.grant);
         t.extend_from_slice(&peer);
         t.extend_from_slice(&cn);
         t.extend_from_slice(&sn);
@@ -202,7 +172,10 @@ fn unknown_rkey_is_an_access_error_then_close() {
     let mut good = st.good();
     let mut s = st.raw();
     let mut b = Vec::new();
-    for (i, rkey) in [st.rkey, st.rkey ^ 1, st.rkey].into_iter().enumerate() {
+    for (i, rkey) in [st.key.rkey, st.key.rkey ^ 1, st.key.rkey]
+        .into_iter()
+        .enumerate()
+    {
         let r = wire::ReadReq {
             wr_id: i as u64,
             addr: BASE,
@@ -239,7 +212,7 @@ fn flood_beyond_the_outstanding_bound_is_cut_off() {
             wr_id: i,
             addr: BASE + i,
             len: 16,
-            rkey: st.rkey,
+            rkey: st.key.rkey,
         };
         wire::put_read(&mut b, &r);
     }
@@ -268,7 +241,7 @@ fn slow_reader_is_dropped_while_others_are_served() {
             wr_id: i,
             addr: BASE,
             len: 4 << 20,
-            rkey: st.rkey,
+            rkey: st.key.rkey,
         };
         wire::put_read(&mut b, &r);
     }
@@ -281,12 +254,12 @@ fn slow_reader_is_dropped_while_others_are_served() {
     });
     st.check_good(&mut good);
     assert_eq!(
-        st.resp.connection_count(),
+        st.key.resp.connection_count(),
         2,
         "served only after the stalled peer was dropped"
     );
     wait_for("the slow reader's connection to close", || {
-        st.resp.connection_count() == 1
+        st.key.resp.connection_count() == 1
     });
     st.check_good(&mut good);
     // What it finally reads ends early: far less than 800 MiB of replies.
@@ -310,7 +283,7 @@ fn stalled_or_dripping_handshake_times_out() {
     let st = setup(limits);
     let mut good = st.good();
     let mut hello = Vec::new();
-    wire::put_hello(&mut hello, &st.grant, &[0; 32], &[0; 32]);
+    wire::put_hello(&mut hello, &st.key.grant, &[0; 32], &[0; 32]);
     let mut s = st.tcp();
     let t = Instant::now();
     for byte in hello.iter().take(40) {
@@ -334,7 +307,7 @@ fn connections_beyond_the_limit_are_refused() {
     let st = setup(limits);
     let mut good = st.good();
     let _idle = st.tcp();
-    wait_for("two connections", || st.resp.connection_count() == 2);
+    wait_for("two connections", || st.key.resp.connection_count() == 2);
     let mut third = st.tcp();
     assert_eq!(
         until_closed(&mut third),
@@ -348,15 +321,15 @@ fn shutdown_flushes_outstanding_reads() {
     let st = setup(SoftLimits::default());
     let mut good = st.good();
     st.check_good(&mut good);
-    st.resp.shutdown();
-    good.post_read(1, BASE, 16, st.rkey).unwrap();
+    st.key.resp.shutdown();
+    good.post_read(1, BASE, 16, st.key.rkey).unwrap();
     let mut out = Vec::new();
     while out.is_empty() {
         good.wait_completions(&mut out, Some(Duration::from_secs(10)))
             .unwrap();
     }
     assert_eq!(out[0].status, WcStatus::Flushed);
-    assert!(Connection::connect(&st.ep, st.grant, st.seed).is_err());
+    assert!(Connection::connect(&st.key.ep, st.key.grant, st.key.seed).is_err());
 }
 
 #[test]
@@ -370,7 +343,9 @@ fn unauthenticated_connections_per_peer_are_bounded() {
     let mut good = st.good();
     let mut good2 = st.good();
     let idle = [st.tcp(), st.tcp()];
-    wait_for("two idle connections", || st.resp.connection_count() == 4);
+    wait_for("two idle connections", || {
+        st.key.resp.connection_count() == 4
+    });
     let mut third = st.tcp();
     assert_eq!(
         until_closed(&mut third),
@@ -381,7 +356,7 @@ fn unauthenticated_connections_per_peer_are_bounded() {
     // Once the idle ones give up, the peer may set up connections again.
     drop(idle);
     wait_for("the idle connections to go", || {
-        st.resp.connection_count() == 2
+        st.key.resp.connection_count() == 2
     });
     let mut again = st.good();
     st.check_good(&mut again);

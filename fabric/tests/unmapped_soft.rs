@@ -3,12 +3,11 @@
 //! still served on a new connection. Soft-specific: an RDMA MR keeps its pages pinned, so
 //! the verbs provider would keep serving the old pages instead.
 
-use memgate_fabric::{
-    event_channel, public_key_from_seed, Access, Connection, Endpoint, KeySpec, ProcMemSource,
-    Responder, SoftResponder, WcStatus,
-};
+mod common;
+use common::OneKey;
+use memgate_fabric::{event_channel, Connection, Endpoint, ProcMemSource, SoftResponder, WcStatus};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 fn read(c: &mut Connection, addr: u64, len: u32, rkey: u32) -> memgate_fabric::Completion {
     c.post_read(1, addr, len, rkey).unwrap();
@@ -44,20 +43,9 @@ fn unmapped_range_is_an_error_not_zeros() {
     let src = Arc::new(ProcMemSource::new(
         std::fs::File::open("/proc/self/mem").unwrap(),
     ));
-    let region = resp.register(src, base, 3 * PAGE as u64).unwrap();
-    let seed = [5u8; 32];
-    let grant = [6u8; 16];
-    let spec = KeySpec {
-        addr: base,
-        len: 3 * PAGE as u64,
-        access: Access::REMOTE_READ,
-        peer: public_key_from_seed(&seed).unwrap(),
-        grant,
-        expires: SystemTime::now() + Duration::from_secs(60),
-    };
-    let rkey = resp.create_key(&region, spec).unwrap();
-    let ep = Endpoint::parse(&resp.endpoint()).unwrap();
-    let mut c = Connection::connect(&ep, grant, seed).unwrap();
+    let served = OneKey::serve(resp, src, (base, 3 * PAGE as u64), [5; 32], [6; 16]);
+    let rkey = served.rkey;
+    let mut c = served.connect();
     let ok = read(&mut c, base, 3 * PAGE as u32, rkey);
     assert_eq!(ok.status, WcStatus::Success);
     assert!(ok.data.iter().all(|&b| b == 0xA5));
@@ -69,11 +57,11 @@ fn unmapped_range_is_an_error_not_zeros() {
     assert_eq!(gone.status, WcStatus::RemoteOperationError);
     assert!(gone.data.is_empty());
     // A READ spanning the hole fails as a whole, too.
-    let mut c = Connection::connect(&ep, grant, seed).unwrap();
+    let mut c = served.connect();
     let span = read(&mut c, base, 3 * PAGE as u32, rkey);
     assert_eq!(span.status, WcStatus::RemoteOperationError);
     // The pages still mapped are still served.
-    let mut c = Connection::connect(&ep, grant, seed).unwrap();
+    let mut c = served.connect();
     let last = read(&mut c, base + 2 * PAGE as u64, PAGE as u32, rkey);
     assert_eq!(last.status, WcStatus::Success);
     assert!(last.data.iter().all(|&b| b == 0xA5));

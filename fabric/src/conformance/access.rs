@@ -126,8 +126,7 @@ pub(super) fn wrong_access(p: &dyn Provider) -> R {
     let kw = env.key(&wr, wo)?;
     let kr = env.key(&ro, KeyArgs::read(mem.addr(), 4096, a.public, g))?;
     let mut c = env.connect(g, a.seed)?;
-    read_ok(&mut c, mem.addr(), mem.at(0, 4096), kr)?;
-    read_status(&mut c, mem.addr(), 4096, kw, WcStatus::RemoteAccessError)
+    served_then_refused(&mut c, &mem, kr, kw)
 }
 
 /// A key stops working at its expiry, mid-connection; expired keys cannot be created and
@@ -279,14 +278,12 @@ pub(super) fn wrong_peer_key(p: &dyn Provider) -> R {
     let kb = env.key(&region, KeyArgs::read(mem.addr(), 4096, b.public, g))?;
     let kh = env.key(&region, KeyArgs::read(mem.addr(), 4096, a.public, h))?;
     let mut c = env.connect(g, a.seed)?;
-    read_ok(&mut c, mem.addr(), mem.at(0, 4096), ka)?;
-    read_status(&mut c, mem.addr(), 4096, kb, WcStatus::RemoteAccessError)?;
+    served_then_refused(&mut c, &mem, ka, kb)?;
     let mut c = env.connect(g, a.seed)?;
     read_status(&mut c, mem.addr(), 4096, kh, WcStatus::RemoteAccessError)?;
     // And b, now holding a key of the grant, is served through its own key only.
     let mut c = env.connect(g, b.seed)?;
-    read_ok(&mut c, mem.addr(), mem.at(0, 4096), kb)?;
-    read_status(&mut c, mem.addr(), 4096, ka, WcStatus::RemoteAccessError)
+    served_then_refused(&mut c, &mem, kb, ka)
 }
 
 /// After a remote error every outstanding and later READ completes Flushed, in order;

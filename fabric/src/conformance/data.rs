@@ -305,16 +305,10 @@ pub(super) fn commit_delivered_as_event(p: &dyn Provider) -> R {
     let region = env.register(p, &mem)?;
     let k = env.key(&region, KeyArgs::read(mem.addr(), 8192, a.public, g))?;
     let mut c = env.connect(g, a.seed)?;
-    ensure(
-        env.event(|e| {
-            *e == FabricEvent::Connected {
-                grant: g,
-                peer: a.public,
-            }
-        })
-        .is_some(),
-        || "no Connected event".into(),
-    )?;
+    env.expect(FabricEvent::Connected {
+        grant: g,
+        peer: a.public,
+    })?;
     read_ok(&mut c, mem.addr(), mem.at(0, 8192), k)?;
     ensure(
         matches!(c.commit(other), Err(FabricError::CommitRejected(_))),
@@ -332,14 +326,8 @@ pub(super) fn commit_delivered_as_event(p: &dyn Provider) -> R {
     // The connection stays usable after a commit.
     read_ok(&mut c, mem.addr(), mem.at(0, 10), k)?;
     drop(c);
-    ensure(
-        env.event(|e| {
-            *e == FabricEvent::Disconnected {
-                grant: g,
-                peer: a.public,
-            }
-        })
-        .is_some(),
-        || "no Disconnected event".into(),
-    )
+    env.expect(FabricEvent::Disconnected {
+        grant: g,
+        peer: a.public,
+    })
 }

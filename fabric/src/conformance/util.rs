@@ -75,6 +75,14 @@ impl Env {
         ctx(Connection::connect(&self.ep, grant, seed), "connect")
     }
 
+    /// Fail unless exactly `want` is reported within [`WAIT`].
+    pub(super) fn expect(&self, want: FabricEvent) -> R {
+        let what = format!("{want:?}");
+        ensure(self.event(|e| *e == want).is_some(), || {
+            format!("no {what} event")
+        })
+    }
+
     /// The first event matching `pred` within [`WAIT`].
     pub(super) fn event(&self, pred: impl Fn(&FabricEvent) -> bool) -> Option<FabricEvent> {
         let rx = self.events.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,6 +230,13 @@ pub(super) fn read_ok(c: &mut Connection, addr: u64, want: &[u8], rkey: u32) -> 
     ensure(&comp.data[..] == want, || {
         format!("READ {addr:#x}+{len}: data differs from target memory")
     })
+}
+
+/// Control, then attack: the first page of `mem` is served through `good`, then a READ of
+/// it through `bad` is refused with `RemoteAccessError` and no data.
+pub(super) fn served_then_refused(c: &mut Connection, mem: &Mem, good: u32, bad: u32) -> R {
+    read_ok(c, mem.addr(), mem.at(0, 4096), good)?;
+    read_status(c, mem.addr(), 4096, bad, WcStatus::RemoteAccessError)
 }
 
 /// One READ that must complete with `want` and no data.
