@@ -65,3 +65,42 @@ fn soft_is_held_to_the_strict_expectations() {
         assert_eq!(p.time_scale(), 1, "{}", p.name());
     }
 }
+
+/// The soft provider claiming the verbs provider's differences: the cases must notice
+/// that it does not behave that way, so each capability flag is checked, not skipped.
+struct ClaimsVerbsLimits;
+
+impl Provider for ClaimsVerbsLimits {
+    fn name(&self) -> String {
+        "soft/tcp claiming verbs limits".into()
+    }
+    fn responder(
+        &self,
+        events: memgate_fabric::EventSink,
+    ) -> Result<Box<dyn memgate_fabric::Responder>, memgate_fabric::FabricError> {
+        SoftTcp.responder(events)
+    }
+    fn attributes_access_errors(&self) -> bool {
+        false
+    }
+    fn target_exit_revokes_keys(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn capability_flags_are_checked_not_skipped() {
+    // Soft names the refused rkey where the claim says 0, and answers
+    // RemoteOperationError where the claim says RemoteAccessError.
+    for (name, why) in [
+        ("wrong_rkey", "expected grant"),
+        ("target_exit_during_reads", "RemoteOperationError"),
+    ] {
+        let res = run_all(&ClaimsVerbsLimits, Some(name));
+        assert_eq!(res.len(), 1);
+        match &res[0].1 {
+            Ok(()) => panic!("{name} passed for a provider whose claim is false"),
+            Err(e) => assert!(e.contains(why), "{name}: {e}"),
+        }
+    }
+}
