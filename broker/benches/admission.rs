@@ -101,6 +101,21 @@ fn bench_rpc(n: usize, fds: &[OwnedFd]) -> Stats {
     stats(v)
 }
 
+/// CPU time the broker's threads have used so far (sum of `/proc/<pid>/task/*/schedstat`
+/// run times): the broker's own cost per export, much less sensitive to other load on the
+/// machine than wall-clock latency.
+fn broker_cpu(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
 fn export_req(token: String, target: &Target) -> Request {
     Request::Export(ExportRequest {
         token,
@@ -182,6 +197,8 @@ fn main() {
     let reqs: Vec<Request> = (0..n)
         .map(|_| export_req(tokens.next().expect("token"), &target))
         .collect();
+    let broker_pid = broker.child.id();
+    let cpu0 = broker_cpu(broker_pid);
     let t = Instant::now();
     for req in &reqs {
         match client.call(req, &borrowed).expect("export") {
@@ -191,6 +208,7 @@ fn main() {
     }
     let elapsed = t.elapsed();
     let per_sec = n as f64 / elapsed.as_secs_f64();
+    let cpu_per_export = (broker_cpu(broker_pid).saturating_sub(cpu0)) / (n.max(1) as u32);
 
     // Pipelined: one client keeps WINDOW requests in flight on its connection (replies
     // come back in order), so the broker's capacity shows rather than two wake-ups per
@@ -250,6 +268,11 @@ fn main() {
     println!(
         "memgated  exports/s, one client, {WINDOW} in flight {piped_per_sec:9.0}            goal >= 5000: {}",
         if piped_per_sec >= 5000.0 { "met" } else { "MISSED" }
+    );
+    println!(
+        "memgated  broker CPU per export (1 in flight) {:7.1} us   (capacity {:.0} exports/s per core)",
+        us(cpu_per_export),
+        1.0 / cpu_per_export.as_secs_f64().max(1e-9)
     );
     println!(
         "ratio     export p50 / (verify p50 + RPC p50) = {:.2}",

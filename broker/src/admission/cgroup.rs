@@ -51,13 +51,28 @@ pub fn parse_v2(text: &str) -> Option<&str> {
 
 /// Reads and checks the target's cgroup v2 path.
 pub fn resolve(target: &Proven) -> Result<String, CgroupError> {
-    let text = std::fs::read_to_string(format!("/proc/{}/cgroup", target.pid));
+    let mut name = super::pidfd::PathBuf::new();
+    let mut buf = [0u8; 8192];
+    // Reading stops at the first complete `0::` line (the one `parse_v2` takes).
+    let text = super::pidfd::read_small(name.proc_pid(target.pid, "/cgroup"), &mut buf, |t| {
+        super::pidfd::complete_line(t, b"0::").is_some()
+    });
     target.check_alive()?;
     let text = text.map_err(|err| CgroupError::Read {
         pid: target.pid,
         err,
     })?;
-    let path = parse_v2(&text).ok_or(CgroupError::NoV2(target.pid))?;
+    // A complete `0::` line, or (no newline at the end of the file) the last line.
+    let line = super::pidfd::complete_line(text, b"0::").or_else(|| {
+        text.rsplit(|&b| b == b'\n')
+            .next()
+            .and_then(|l| l.strip_prefix(b"0::"))
+    });
+    let line = line.ok_or(CgroupError::NoV2(target.pid))?;
+    let path = std::str::from_utf8(line).map_err(|_| CgroupError::BadPath {
+        path: String::from_utf8_lossy(line).escape_debug().to_string(),
+        detail: "not UTF-8".into(),
+    })?;
     memgate_policy::cgroup::validate_path(path).map_err(|e| CgroupError::BadPath {
         path: path.escape_debug().to_string(),
         detail: e.to_string(),

@@ -48,7 +48,8 @@ pub struct Mapping {
 /// Kernel special mappings that are never exported.
 pub const SPECIAL: [&str; 4] = ["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]"];
 
-fn classify(read: bool, shared: bool, inode: u64, path: &str) -> Class {
+/// What a mapping with these permissions, inode and name is, for export purposes.
+pub fn classify(read: bool, shared: bool, inode: u64, path: &str) -> Class {
     if SPECIAL.contains(&path) {
         return Class::Forbidden("kernel special mapping");
     }

@@ -12,6 +12,7 @@ pub mod decide;
 pub mod maps;
 pub mod peer;
 pub mod pidfd;
+pub mod procmap;
 pub mod ptrace;
 pub mod quota;
 pub mod regions;
@@ -21,7 +22,7 @@ use std::fs::File;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use memgate_policy::replay::ReplayCache;
-use memgate_policy::{Access, Effective, MappingKind, Policy, Usage};
+use memgate_policy::{Access, Effective, Policy, Usage};
 use memgate_proto::ExportRequest;
 use time::{Duration, OffsetDateTime};
 
@@ -72,6 +73,10 @@ pub struct AdmissionState {
     pub replay: ReplayCache,
     /// Per-uid request rate.
     pub rate: quota::RateLimiter,
+    /// Read buffer for the target's maps, kept between requests.
+    pub maps_buf: Vec<u8>,
+    /// The system page size.
+    pub page: u64,
 }
 
 impl AdmissionState {
@@ -81,6 +86,8 @@ impl AdmissionState {
             config,
             replay: ReplayCache::new(config.replay_capacity),
             rate: quota::RateLimiter::new(),
+            maps_buf: Vec::new(),
+            page: regions::page_size(),
         }
     }
 }
@@ -256,14 +263,13 @@ pub fn admit(
         &state.replay,
     )?;
     // Step 5: the regions, against the target's current mappings.
-    let allowed: Vec<MappingKind> = policy.mappings.clone();
-    let regions = regions::resolve(
-        &proven,
-        &request.regions,
+    let rules = regions::Rules {
         access,
-        &allowed,
-        state.config.max_regions,
-    )?;
+        allowed: &policy.mappings,
+        max_regions: state.config.max_regions,
+        page: state.page,
+    };
+    let regions = regions::resolve_with(&proven, &request.regions, &rules, &mut state.maps_buf)?;
     // The mem fd must really read the target's memory (EOF after exit or exec).
     if let Some(first) = regions.first() {
         proven.probe_read(first.addr)?;

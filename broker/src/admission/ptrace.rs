@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::OnceLock;
 
 use memgate_policy::Access;
 
@@ -173,6 +174,25 @@ fn parse_proc_path(path: &str, file: &str) -> Option<i32> {
     }
 }
 
+/// The device of the broker's own procfs (`/proc/self`), read once: the broker's mount of
+/// `/proc` does not change while it runs.
+fn proc_dev() -> Result<u64, PtraceError> {
+    static DEV: OnceLock<u64> = OnceLock::new();
+    if let Some(d) = DEV.get() {
+        return Ok(*d);
+    }
+    let d = std::fs::metadata("/proc/self")
+        .map_err(PtraceError::Io)?
+        .dev();
+    Ok(*DEV.get_or_init(|| d))
+}
+
+/// `st_dev` of an open fd (one `fstat`).
+fn fd_dev(fd: BorrowedFd<'_>) -> Result<u64, PtraceError> {
+    let st = rustix::fs::fstat(fd).map_err(|e| PtraceError::Io(e.into()))?;
+    Ok(st.st_dev)
+}
+
 fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
     // SAFETY: an all-zero statfs is a valid value of this plain C struct.
     let mut s: libc::statfs = unsafe { std::mem::zeroed() };
@@ -186,11 +206,35 @@ fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
 }
 
 /// The pidfd's pid, refusing non-pidfds and exited processes.
-fn target_pid(fd: BorrowedFd<'_>) -> Result<i32, PtraceError> {
-    let link = pidfd::fd_path(fd).map_err(PtraceError::Io)?;
-    if !pidfd::looks_like_pidfd(&link) {
-        return Err(PtraceError::NotPidfd(link));
+/// The link text of an fd (stack buffer; a text too long for it is read again, allocated,
+/// only to name it in the error).
+fn link_of<'b>(fd: BorrowedFd<'_>, buf: &'b mut [u8; 256]) -> Result<&'b str, String> {
+    match pidfd::fd_link(fd, buf) {
+        Ok(l) => std::str::from_utf8(l).map_err(|_| String::from_utf8_lossy(l).into_owned()),
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+            Err(pidfd::fd_path(fd).unwrap_or_else(|e| e.to_string()))
+        }
+        Err(e) => Err(e.to_string()),
     }
+}
+
+fn target_pid(fd: BorrowedFd<'_>) -> Result<i32, PtraceError> {
+    let mut buf = [0u8; 256];
+    let link = match pidfd::fd_link(fd, &mut buf) {
+        Ok(l) => std::str::from_utf8(l).unwrap_or(""),
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => "",
+        Err(e) => return Err(PtraceError::Io(e)),
+    };
+    if !pidfd::looks_like_pidfd(link) {
+        return Err(PtraceError::NotPidfd(
+            pidfd::fd_path(fd).map_err(PtraceError::Io)?,
+        ));
+    }
+    fdinfo_pid(fd)
+}
+
+/// The pid of an fd already known to be a pidfd (its fdinfo `Pid:`); gone → exited.
+fn fdinfo_pid(fd: BorrowedFd<'_>) -> Result<i32, PtraceError> {
     match pidfd::pid_of(fd).map_err(PtraceError::Io)? {
         None => Err(PtraceError::NotPidfd("no Pid: in fdinfo".into())),
         Some(p) if p <= 0 => Err(PtraceError::TargetExited),
@@ -223,19 +267,22 @@ pub fn prove(fds: Vec<OwnedFd>, peer: &PeerCred, access: Access) -> Result<Prove
     let mem = File::from(mem_fd);
     // The broker's own procfs instance: a /proc mounted in another pid namespace would
     // number processes differently.
-    let ours = std::fs::metadata("/proc/self")
-        .map_err(PtraceError::Io)?
-        .dev();
-    let theirs = mem.metadata().map_err(PtraceError::Io)?.dev();
+    let ours = proc_dev()?;
+    let theirs = fd_dev(mem.as_fd())?;
     if ours != theirs {
         return Err(PtraceError::NotMem(
             "a procfs instance other than the broker's".into(),
         ));
     }
-    let path = pidfd::fd_path(mem.as_fd()).map_err(PtraceError::Io)?;
+    let mut buf = [0u8; 256];
+    let path = link_of(mem.as_fd(), &mut buf);
     check_alive(pidfd_fd.as_fd())?;
-    let Some(mem_pid) = parse_mem_path(&path) else {
-        return Err(PtraceError::NotMem(path.escape_debug().to_string()));
+    let Some(mem_pid) = path.as_ref().ok().and_then(|p| parse_mem_path(p)) else {
+        let shown = path.map_or_else(
+            |e| e.escape_debug().to_string(),
+            |p| p.escape_debug().to_string(),
+        );
+        return Err(PtraceError::NotMem(shown));
     };
     if mem_pid != pid {
         if mem_pid == peer.pid {
@@ -259,8 +306,9 @@ pub fn prove(fds: Vec<OwnedFd>, peer: &PeerCred, access: Access) -> Result<Prove
         return Err(PtraceError::NotWritable);
     }
     let maps = check_maps(maps_fd, pid, ours)?;
-    // The fdinfo pid must still be the same live process after all the reads above.
-    if target_pid(pidfd_fd.as_fd())? != pid {
+    // The fdinfo pid must still be the same live process after all the reads above (the
+    // fd itself was shown to be a pidfd at the start; what it refers to cannot change).
+    if fdinfo_pid(pidfd_fd.as_fd())? != pid {
         return Err(PtraceError::TargetExited);
     }
     check_alive(pidfd_fd.as_fd())?;
@@ -281,14 +329,19 @@ fn check_maps(fd: OwnedFd, pid: i32, proc_dev: u64) -> Result<File, PtraceError>
         )));
     }
     let maps = File::from(fd);
-    if maps.metadata().map_err(PtraceError::Io)?.dev() != proc_dev {
+    if fd_dev(maps.as_fd())? != proc_dev {
         return Err(PtraceError::NotMaps(
             "a procfs instance other than the broker's".into(),
         ));
     }
-    let path = pidfd::fd_path(maps.as_fd()).map_err(PtraceError::Io)?;
-    let Some(maps_pid) = parse_maps_path(&path) else {
-        return Err(PtraceError::NotMaps(path.escape_debug().to_string()));
+    let mut buf = [0u8; 256];
+    let path = link_of(maps.as_fd(), &mut buf);
+    let Some(maps_pid) = path.as_ref().ok().and_then(|p| parse_maps_path(p)) else {
+        let shown = path.map_or_else(
+            |e| e.escape_debug().to_string(),
+            |p| p.escape_debug().to_string(),
+        );
+        return Err(PtraceError::NotMaps(shown));
     };
     if maps_pid != pid {
         return Err(PtraceError::MapsMismatch {

@@ -3,6 +3,8 @@
 //! mappings of one allowed kind, writable for `read-write`), or expands `all` to exactly
 //! the exportable mappings. The pidfd is re-checked after the read.
 
+use std::os::fd::AsFd;
+
 use memgate_policy::{Access, MappingKind, Region};
 use memgate_proto::{RegionSelection, RegionSpec};
 
@@ -168,7 +170,29 @@ pub fn resolve(
     allowed: &[MappingKind],
     max_regions: usize,
 ) -> Result<Vec<Region>, RegionError> {
-    let text = read_maps(target);
+    let rules = Rules {
+        access,
+        allowed,
+        max_regions,
+        page: page_size(),
+    };
+    resolve_with(target, selection, &rules, &mut Vec::new())
+}
+
+/// [`resolve`] with the caller's rules and a read buffer kept between requests (the
+/// maps text is read into it with `pread`, so no allocation or seek per request).
+pub fn resolve_with(
+    target: &Proven,
+    selection: &RegionSelection,
+    rules: &Rules<'_>,
+    buf: &mut Vec<u8>,
+) -> Result<Vec<Region>, RegionError> {
+    // A short list of regions: ask the kernel for just the mappings it touches.
+    if let Some(mappings) = super::procmap::covering(target.maps.as_fd(), selection) {
+        target.check_alive()?;
+        return check(&mappings, selection, rules);
+    }
+    let text = read_maps(target, buf);
     target.check_alive()?;
     let text = text.map_err(|err| RegionError::Read {
         pid: target.pid,
@@ -181,24 +205,34 @@ pub fn resolve(
             detail: "the maps fd reads nothing: the address space is gone (exit or exec)".into(),
         }));
     }
-    let mappings = maps::parse(&text)?;
-    let rules = Rules {
-        access,
-        allowed,
-        max_regions,
-        page: page_size(),
-    };
-    check(&mappings, selection, &rules)
+    let mappings = maps::parse(text)?;
+    check(&mappings, selection, rules)
 }
 
-/// The maps text, through the requester's maps fd, from the start.
-fn read_maps(target: &Proven) -> std::io::Result<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = &target.maps;
-    f.seek(SeekFrom::Start(0))?;
-    let mut text = String::new();
-    f.read_to_string(&mut text)?;
-    Ok(text)
+/// First read buffer size: the maps of most processes fit.
+const MAPS_BUF: usize = 64 * 1024;
+
+/// The whole maps text, through the requester's maps fd, from offset 0 (`pread`, so the
+/// fd's own offset is neither used nor moved).
+fn read_maps<'b>(target: &Proven, buf: &'b mut Vec<u8>) -> std::io::Result<&'b str> {
+    if buf.len() < MAPS_BUF {
+        buf.resize(MAPS_BUF, 0);
+    }
+    let mut len = 0usize;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        let off = u64::try_from(len).unwrap_or(u64::MAX);
+        match rustix::io::pread(&target.maps, &mut buf[len..], off) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    std::str::from_utf8(&buf[..len])
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Checks (or expands) a selection against parsed mappings.
