@@ -22,6 +22,46 @@ pub fn pid_of(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
     Ok(std::str::from_utf8(text).ok().and_then(parse_fdinfo_pid))
 }
 
+/// [`pid_of`] for an fd already known to be a pidfd: one `PIDFD_GET_INFO` ioctl (Linux
+/// 6.13+) when it names a live process in our pid namespace, else (older kernel, exited
+/// or invisible process) the fdinfo answer, so the result is the same either way.
+pub fn pid_of_pidfd(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_PID,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: `info` is a writable pidfd_info of the size the request number encodes; the
+    // kernel writes at most that many bytes into it. The caller guarantees `fd` is a
+    // pidfd, so the request cannot mean anything else to the fd's driver.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), PIDFD_GET_INFO as _, &mut info) };
+    if rc == 0 && info.mask & PIDFD_INFO_PID != 0 {
+        if let Ok(pid) = i32::try_from(info.pid) {
+            if pid > 0 {
+                return Ok(Some(pid));
+            }
+        }
+    }
+    pid_of(fd)
+}
+
+/// `struct pidfd_info` of `<linux/pidfd.h>`, first version (64 bytes).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ids: [u32; 8],
+    spare: u32,
+}
+
+const PIDFD_INFO_PID: u64 = 1;
+/// `_IOWR(0xFF, 11, struct pidfd_info)`.
+const PIDFD_GET_INFO: u64 =
+    (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as u64) << 16) | (0xFF << 8) | 11;
+
 /// Reads a small `/proc` file into `buf`: one `open`, then reads until end of file, until
 /// `buf` is full, or until `done` says the text read so far already answers the caller.
 pub fn read_small<'b>(
@@ -187,8 +227,13 @@ mod tests {
         assert!(looks_like_pidfd(&fd_path(fd.as_fd()).unwrap()));
         assert_eq!(pid_of(fd.as_fd()).unwrap(), Some(pid));
         assert!(is_alive(fd.as_fd()).unwrap());
+        assert_eq!(pid_of_pidfd(fd.as_fd()).unwrap(), Some(pid));
         child.kill().unwrap();
         child.wait().unwrap();
+        assert_eq!(
+            pid_of_pidfd(fd.as_fd()).unwrap(),
+            pid_of(fd.as_fd()).unwrap()
+        );
         assert!(!is_alive(fd.as_fd()).unwrap());
         let after = pid_of(fd.as_fd()).unwrap();
         assert!(after.is_some_and(|p| p <= 0), "{after:?}");

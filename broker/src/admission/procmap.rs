@@ -121,3 +121,44 @@ pub fn covering(fd: BorrowedFd<'_>, selection: &RegionSelection) -> Option<Vec<M
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::os::fd::AsFd;
+
+    use super::*;
+    use crate::admission::maps;
+
+    fn one(addr: u64) -> RegionSelection {
+        RegionSelection::List(vec![RegionSpec { addr, len: 4096 }])
+    }
+
+    #[test]
+    fn the_query_agrees_with_the_maps_text() {
+        let fd = File::open("/proc/self/maps").unwrap();
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let all = maps::parse(&text).unwrap();
+        let file = all.iter().find(|m| m.path.starts_with('/')).unwrap();
+        let vdso = all.iter().find(|m| m.path == "[vdso]").unwrap();
+        for m in [file, vdso] {
+            let got = covering(fd.as_fd(), &one(m.start)).unwrap();
+            assert_eq!(got, vec![m.clone()]);
+        }
+        // The gate page is listed in the text but not found by the query: fall back.
+        if let Some(v) = all.iter().find(|m| m.path == "[vsyscall]") {
+            assert!(covering(fd.as_fd(), &one(v.start)).is_none());
+        }
+        // Unmapped address (page 0) and `all`: fall back too.
+        assert!(covering(fd.as_fd(), &one(0)).is_none());
+        assert!(covering(fd.as_fd(), &RegionSelection::All).is_none());
+    }
+
+    #[test]
+    fn a_file_that_is_not_maps_gets_no_answer() {
+        let f = File::open("/proc/self/status").unwrap();
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let first = maps::parse(&text).unwrap()[0].start;
+        assert!(covering(f.as_fd(), &one(first)).is_none());
+    }
+}

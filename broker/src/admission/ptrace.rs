@@ -235,7 +235,7 @@ fn target_pid(fd: BorrowedFd<'_>) -> Result<i32, PtraceError> {
 
 /// The pid of an fd already known to be a pidfd (its fdinfo `Pid:`); gone → exited.
 fn fdinfo_pid(fd: BorrowedFd<'_>) -> Result<i32, PtraceError> {
-    match pidfd::pid_of(fd).map_err(PtraceError::Io)? {
+    match pidfd::pid_of_pidfd(fd).map_err(PtraceError::Io)? {
         None => Err(PtraceError::NotPidfd("no Pid: in fdinfo".into())),
         Some(p) if p <= 0 => Err(PtraceError::TargetExited),
         Some(p) => Ok(p),
