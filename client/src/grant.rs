@@ -2,30 +2,32 @@
 //! `memgate export` prints it) from a file or stdin, and the peer secret key (PASERK
 //! `k4.secret.`, as `memgate key gen --kind peer` writes it).
 
+use crate::cli::input::{read_bounded, MAX_DOCUMENT, MAX_SMALL};
 use anyhow::Context;
 use memgate_proto::Grant;
-use std::io::Read;
 use std::path::Path;
 
-/// Reads a grant from `path` (`-` = stdin).
+/// Reads a grant from `path` (`-` = stdin), at most 1 MiB, and checks its regions
+/// ([`Grant::validate`]) so that a bad document is refused before anything connects.
 pub fn read_grant(path: &str) -> anyhow::Result<Grant> {
-    let text = if path == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the grant from stdin")?;
-        s
+    let text = read_bounded(Path::new(path), MAX_DOCUMENT, "grant")?;
+    let name = if path == "-" {
+        "the grant on stdin"
     } else {
-        std::fs::read_to_string(path).with_context(|| format!("reading grant {path}"))?
+        path
     };
-    Grant::from_json(text.trim()).context("the grant is not a memgate grant document")
+    let grant = Grant::from_json(text.trim())
+        .with_context(|| format!("{name} is not a memgate grant document"))?;
+    grant
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    Ok(grant)
 }
 
 /// Reads a PASERK `k4.secret.` peer key file and returns the Ed25519 seed.
 pub fn read_peer_seed(path: &Path) -> anyhow::Result<[u8; 32]> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let key = memgate_policy::keys::SecretKey::from_paserk(&text)
+    let text = read_bounded(path, MAX_SMALL, "key")?;
+    let key = memgate_policy::keys::SecretKey::from_paserk(text.trim())
         .with_context(|| format!("{} is not a PASERK k4.secret key", path.display()))?;
     Ok(*key.seed())
 }

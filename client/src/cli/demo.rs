@@ -47,11 +47,64 @@ pub struct DemoArgs {
 const BROKER_ID: &str = "memgate-demo";
 
 fn cgroup_of(pid: i32) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let path = format!("/proc/{pid}/cgroup");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!("process {pid}: no such process ({path} does not exist)")
+        } else {
+            anyhow::anyhow!("process {pid}: reading {path}: {e}")
+        }
+    })?;
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
         .map(|p| p.trim().to_string())
-        .context("the target has no cgroup v2 path")
+        .with_context(|| format!("process {pid} has no cgroup v2 path"))
+}
+
+/// The pattern as the command line spells it (`random`, `seq`, `idle`).
+fn pattern_name(p: Pattern) -> String {
+    clap::ValueEnum::to_possible_value(&p)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_else(|| format!("{p:?}").to_lowercase())
+}
+
+/// Memory the built-in demo needs for `size` bytes: the source and the destination each
+/// hold a copy, plus a margin for the broker, the fault server and page tables.
+fn needed_for(size: u64) -> u64 {
+    size.saturating_mul(2).saturating_add(128 << 20)
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
+}
+
+/// Refuses a `--size` of zero, or one this host cannot hold twice (source + destination).
+fn check_size(spec: &str, size: u64) -> anyhow::Result<()> {
+    let format_bytes = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    if size < crate::PAGE as u64 {
+        bail!("--size must be at least 4K (one page); got {size} bytes");
+    }
+    if let Some(avail) = mem_available() {
+        if needed_for(size) > avail {
+            bail!(
+                "--size {spec} needs about {} free (source and destination each hold a copy), \
+                 but only {} is available; pick a smaller --size",
+                format_bytes(needed_for(size)),
+                format_bytes(avail)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn toml_str(s: &str) -> String {
@@ -86,7 +139,7 @@ fn write_setup(dir: &Path, cgroup: &str, max_bytes: u64) -> anyhow::Result<(Setu
     std::fs::write(dir.join("admin.pub"), admin.public().to_file_text())?;
     let socket = dir.join("broker.sock");
     let config = format!(
-        "socket = {}\nlog_level = \"warn\"\nlog_target = \"stderr\"\n\n[policy]\npath = {}\n\
+        "socket = {}\nlog_level = \"warn\"\nlog_target = \"stderr\"\nstate_dir = \"state\"\n\n[policy]\npath = {}\n\
          signature = {}\nadmin_keys = [{}]\n\n[fabric]\nlisten = \"tcp:127.0.0.1:0\"\n\n\
          [audit]\npath = {}\njournal = false\n",
         toml_str(&socket.to_string_lossy()),
@@ -128,13 +181,14 @@ fn start_broker(
     socket: &Path,
     extra: &[String],
 ) -> anyhow::Result<(Reaped, BrokerClient)> {
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .args(extra)
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+    let child = Reaped::spawn(
+        Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .stdin(Stdio::null()),
+    )
+    .with_context(|| format!("starting {}", bin.display()))?;
     let mut child = Reaped(child);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -184,7 +238,9 @@ fn mint(s: &Setup, cgroup: &str, pid: i32, max_bytes: u64) -> anyhow::Result<Str
 /// Runs `memgate demo`.
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let size = memgate_policy::size::parse_bytes(&a.size).context("--size")?;
+    super::reaper::install()?;
     let dir = TempDir::new("memgate-demo")?;
+    super::reaper::set_temp_dir(Some(dir.path().to_path_buf()));
     let broker_bin = memgated_path(&a)?;
     let say = |m: &str| {
         if !a.json {
@@ -192,13 +248,14 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         }
     };
 
-    say(&format!(
-        "starting the source workload ({})",
-        memgate_policy::size::format_bytes(size)
-    ));
     let (target, info, pid) = match a.target_pid {
         Some(pid) => (None, None, pid),
         None => {
+            check_size(&a.size, size)?;
+            say(&format!(
+                "starting the source workload ({})",
+                memgate_policy::size::format_bytes(size)
+            ));
             let (t, info) = spawn_target(size, rand_seed())?;
             let pid = info.pid;
             (Some(t), Some(info), pid)
@@ -239,8 +296,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let (report, verified, mismatches, extra) = match &info {
         Some(info) => {
             say(&format!(
-                "migrating post-copy; the destination touches pages in {:?} order",
-                a.pattern
+                "migrating post-copy; the destination touches pages in {} order",
+                pattern_name(a.pattern)
             ));
             let (r, d) = run_dest(
                 info,
@@ -282,10 +339,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             "broker_state".into(),
             format!("{:?}", w.state).to_lowercase().into(),
         );
-        o.insert(
-            "pattern".into(),
-            format!("{:?}", a.pattern).to_lowercase().into(),
-        );
+        if info.is_some() {
+            o.insert("pattern".into(), pattern_name(a.pattern).into());
+        }
     }
     print_report(&report, a.json, extra);
     if mismatches > 0 || verified != report.pages_total {

@@ -35,9 +35,10 @@ pub struct ExportArgs {
     /// `all` (every mapping kind the policy allows) or `ADDR:LEN,...` in hex.
     #[arg(long, default_value = "all")]
     pub regions: String,
-    /// Lease in seconds (capped by the policy and the token).
-    #[arg(long, default_value_t = 300)]
-    pub lease: u64,
+    /// Lease in seconds [default: the token's `lease` claim]. A lease longer than the
+    /// token or the policy allows is denied, not shortened.
+    #[arg(long)]
+    pub lease: Option<u64>,
     /// Ask for read-write keys (only where policy and token allow it).
     #[arg(long)]
     pub read_write: bool,
@@ -114,7 +115,18 @@ pub fn parse_regions(s: &str) -> anyhow::Result<RegionSelection> {
 
 fn connect(socket: &Option<PathBuf>) -> anyhow::Result<BrokerClient> {
     let path = socket.clone().unwrap_or_else(default_socket);
-    Ok(BrokerClient::connect(&path)?)
+    connect_path(&path)
+}
+
+/// Connects to memgated at `path`; on failure says whether it is running, once.
+pub fn connect_path(path: &Path) -> anyhow::Result<BrokerClient> {
+    BrokerClient::connect(path).map_err(|e| match e {
+        memgate_proto::ClientError::Connect { source, .. } => anyhow::anyhow!(
+            "cannot connect to memgated: {source}; is memgated running? (socket {})",
+            path.display()
+        ),
+        other => other.into(),
+    })
 }
 
 /// Turns a non-grant reply into an error that names the broker's reasons.
@@ -124,7 +136,13 @@ pub fn refusal(r: Response) -> anyhow::Error {
             let why: Vec<String> = d
                 .reasons
                 .iter()
-                .map(|r| format!("{}: {}", r.code, r.message))
+                .map(|r| {
+                    if r.code == d.code {
+                        r.message.clone()
+                    } else {
+                        format!("{}: {}", r.code, r.message)
+                    }
+                })
                 .collect();
             anyhow::anyhow!("denied by memgated ({}): {}", d.code, why.join("; "))
         }
@@ -192,18 +210,27 @@ pub fn wait_for(
 }
 
 fn read_token(t: &str) -> anyhow::Result<String> {
-    match t.strip_prefix('@') {
-        Some(path) => Ok(std::fs::read_to_string(Path::new(path))
-            .with_context(|| format!("reading token file {path}"))?
-            .trim()
-            .to_string()),
-        None => Ok(t.trim().to_string()),
-    }
+    super::input::token_arg(t)
+}
+
+/// The token's `lease` claim, read WITHOUT verifying the token (memgated verifies it);
+/// used as the default `--lease`.
+fn token_lease(token: &str) -> anyhow::Result<u64> {
+    let (claims, _) =
+        memgate_policy::token::inspect(token).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+    claims
+        .get("lease")
+        .and_then(serde_json::Value::as_u64)
+        .context("the token has no numeric `lease` claim; pass --lease")
 }
 
 /// Runs `memgate export`.
 pub fn run_export(a: ExportArgs) -> anyhow::Result<()> {
     let token = read_token(&a.token)?;
+    let lease = match a.lease {
+        Some(l) => l,
+        None => token_lease(&token)?,
+    };
     let mut client = connect(&a.socket)?;
     let access = if a.read_write {
         Access::ReadWrite
@@ -215,7 +242,7 @@ pub fn run_export(a: ExportArgs) -> anyhow::Result<()> {
         a.pid,
         &token,
         parse_regions(&a.regions)?,
-        a.lease,
+        lease,
         access,
         a.wait_commit.is_some(),
     )?;

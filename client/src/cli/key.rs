@@ -156,16 +156,9 @@ pub(crate) fn write_file(path: &Path, text: &str, mode: u32, force: bool) -> any
     Ok(())
 }
 
-/// Largest key, signature or token file the CLI reads.
-const MAX_SMALL_FILE: u64 = 64 * 1024;
-
-/// Reads a small text file (key, signature, token) with a clear error.
+/// Reads a small text file (key, signature, token) with a clear error; bounded.
 pub(crate) fn read_small(path: &Path) -> anyhow::Result<String> {
-    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.len() > MAX_SMALL_FILE {
-        bail!("{} is larger than {MAX_SMALL_FILE} bytes", path.display());
-    }
-    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    super::input::read_bounded(path, super::input::MAX_SMALL, "key")
 }
 
 /// Loads an issuer or peer secret key (`k4.secret.` PASERK) from a file.

@@ -5,8 +5,10 @@ pub mod demo;
 pub mod demo_dest;
 pub mod export;
 pub mod fault_serve;
+pub mod input;
 pub mod key;
 pub mod policy;
+pub mod reaper;
 pub mod runner;
 pub mod token;
 
@@ -68,7 +70,12 @@ pub enum Command {
 }
 
 /// Runs the parsed command line.
+/// Errors come back as one line that says each cause once.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    dispatch(cli).map_err(key::one_line)
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Key(c) => key::run(c),
         Command::Policy(c) => policy::run(c),

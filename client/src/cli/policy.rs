@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::anyhow;
 use clap::Subcommand;
 use memgate_policy::document::MAX_POLICY_BYTES;
 use memgate_policy::minisign::Algorithm;
@@ -91,11 +91,8 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
 }
 
 fn read_policy(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.len() > MAX_POLICY_BYTES as u64 {
-        bail!("{} is larger than {MAX_POLICY_BYTES} bytes", path.display());
-    }
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    let limit = (MAX_POLICY_BYTES as u64).min(super::input::MAX_DOCUMENT);
+    Ok(super::input::read_bounded(path, limit, "policy")?.into_bytes())
 }
 
 fn default_sig(policy: &Path) -> PathBuf {
@@ -141,7 +138,8 @@ fn sign(
         .sign_with(&bytes, &comment, alg)
         .map_err(|e| anyhow!("signing: {e}"))?;
     let sig_path = sig.unwrap_or_else(|| default_sig(policy_path));
-    write_file(&sig_path, &signature.to_file_text(), 0o644, force)?;
+    let replace = force || resigning(&sig_path, &sk)?;
+    write_file(&sig_path, &signature.to_file_text(), 0o644, replace)?;
     println!(
         "signed {} (serial {}, broker {:?}) with admin key {}: {}",
         policy_path.display(),
@@ -151,6 +149,26 @@ fn sign(
         sig_path.display()
     );
     Ok(())
+}
+
+/// Whether `sig_path` is an existing signature by this same admin key (the normal
+/// edit, bump serial, re-sign workflow), which may be replaced without `--force`. A
+/// signature by another key, or a file that is no signature, still needs `--force`.
+fn resigning(sig_path: &Path, sk: &memgate_policy::minisign::SecretKey) -> anyhow::Result<bool> {
+    if !sig_path.exists() {
+        return Ok(false);
+    }
+    let Ok(text) = read_small(sig_path) else {
+        return Ok(false);
+    };
+    match memgate_policy::minisign::Signature::parse(&text) {
+        Ok(old) if old.key_id == sk.key_id => Ok(true),
+        Ok(_) => Err(anyhow!(
+            "{} holds a signature by another admin key (use --force to replace it)",
+            sig_path.display()
+        )),
+        Err(_) => Ok(false),
+    }
 }
 
 fn verify(

@@ -20,9 +20,21 @@ use std::time::{Duration, Instant};
 /// A child process killed (and reaped) on drop.
 pub struct Reaped(pub Child);
 
+impl Reaped {
+    /// Starts `cmd` as a child that dies with this process (see [`super::reaper`]) and is
+    /// killed by the demo's signal handler.
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+        super::reaper::die_with_parent(cmd);
+        let child = cmd.spawn()?;
+        super::reaper::register(child.id());
+        Ok(child)
+    }
+}
+
 impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
+        super::reaper::unregister(self.0.id());
         let _ = self.0.wait();
     }
 }
@@ -68,17 +80,18 @@ pub fn self_exe() -> anyhow::Result<PathBuf> {
 /// Starts `memgate __demo-target`, waits for it to fill its memory and freeze, and returns
 /// it with its self-description.
 pub fn spawn_target(size: u64, seed: u64) -> anyhow::Result<(Reaped, TargetInfo)> {
-    let mut child = Command::new(self_exe()?)
-        .args([
-            "__demo-target",
-            "--size",
-            &size.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the source workload")?;
+    let mut child = Reaped::spawn(
+        Command::new(self_exe()?)
+            .args([
+                "__demo-target",
+                "--size",
+                &size.to_string(),
+                "--seed",
+                &seed.to_string(),
+            ])
+            .stdout(Stdio::piped()),
+    )
+    .context("starting the source workload")?;
     let out = child.stdout.take().context("source workload stdout")?;
     let child = Reaped(child);
     let mut line = String::new();
@@ -127,19 +140,20 @@ pub fn run_dest(info: &TargetInfo, r: DestRun<'_>) -> anyhow::Result<(Report, De
     let sock_path = r.dir.join(format!("uffd-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&sock_path);
     let listener = UnixListener::bind(&sock_path).context("binding the hand-over socket")?;
-    let mut dest = Command::new(self_exe()?)
-        .args(["__demo-dest", "--info", &serde_json::to_string(info)?])
-        .arg("--socket")
-        .arg(&sock_path)
-        .args(["--pattern", &format!("{:?}", r.pattern).to_lowercase()])
-        .args(if r.verify_after {
-            &["--verify-after"][..]
-        } else {
-            &[]
-        })
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the destination workload")?;
+    let mut dest = Reaped::spawn(
+        Command::new(self_exe()?)
+            .args(["__demo-dest", "--info", &serde_json::to_string(info)?])
+            .arg("--socket")
+            .arg(&sock_path)
+            .args(["--pattern", &format!("{:?}", r.pattern).to_lowercase()])
+            .args(if r.verify_after {
+                &["--verify-after"][..]
+            } else {
+                &[]
+            })
+            .stdout(Stdio::piped()),
+    )
+    .context("starting the destination workload")?;
     let mut out = dest.stdout.take().context("destination stdout")?;
     let dest = Reaped(dest);
     let (sock, _) = listener

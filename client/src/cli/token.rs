@@ -1,17 +1,16 @@
 //! `memgate token`: mint a PASETO v4.public export token with an issuer key, inspect one
 //! without verifying it, and verify one against an issuer public key.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail};
+use anyhow::anyhow;
 use clap::Subcommand;
 use memgate_policy::token::{self, Claims, Target, DEFAULT_SKEW};
 use memgate_policy::{cgroup, size, Access};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-use super::key::{load_paserk_public, load_paserk_secret, one_line, print_json, read_small};
+use super::key::{load_paserk_public, load_paserk_secret, one_line, print_json};
 
 /// `memgate token` subcommands.
 #[derive(Debug, Subcommand)]
@@ -193,24 +192,9 @@ fn mint(key: &Path, a: MintArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a token argument: literal, `-` for stdin, or a file holding it.
+/// Reads a token argument: literal, `-` for stdin, `@FILE` or a file holding it.
 fn read_token(arg: &str) -> anyhow::Result<String> {
-    if arg == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .take(64 * 1024)
-            .read_to_string(&mut s)
-            .map_err(|e| anyhow!("reading the token from stdin: {e}"))?;
-        return Ok(s.trim().to_string());
-    }
-    if arg.starts_with("v") && arg.contains('.') && !Path::new(arg).exists() {
-        return Ok(arg.trim().to_string());
-    }
-    let path = Path::new(arg);
-    if path.exists() {
-        return Ok(read_small(path)?.trim().to_string());
-    }
-    bail!("{arg:?} is neither a token nor a readable file")
+    super::input::token_arg(arg)
 }
 
 fn fmt_time(t: OffsetDateTime) -> String {

@@ -109,10 +109,14 @@ impl Report {
         }
         row(
             "fault latency p50/p90/p99/max",
-            format!(
-                "{:.0} / {:.0} / {:.0} / {:.0} µs",
-                self.fault_p50_us, self.fault_p90_us, self.fault_p99_us, self.fault_max_us
-            ),
+            if self.pages_on_demand == 0 {
+                "n/a (no demand faults)".to_string()
+            } else {
+                format!(
+                    "{:.0} / {:.0} / {:.0} / {:.0} µs",
+                    self.fault_p50_us, self.fault_p90_us, self.fault_p99_us, self.fault_max_us
+                )
+            },
         );
         row("throughput", format!("{:.0} MB/s", self.throughput_mb_s));
         row(
