@@ -581,3 +581,73 @@ fn read_commands_speak_json_and_errors_are_one_line() {
     assert_eq!(o.status.code(), Some(2));
     assert!(!stderr(&o).contains("panicked"));
 }
+
+/// The documented workflow (edit, bump serial, re-sign) works without `--force` when the
+/// existing signature is by the same admin key; another admin's signature is kept unless
+/// `--force` is given.
+#[test]
+fn resigning_an_edited_policy_with_the_same_key_needs_no_force() {
+    let k = Keys::new();
+    let policy = k.policy("policy.toml", 1);
+    let admin_key = k.path("admin.key");
+    ok(memgate(&[
+        "policy",
+        "sign",
+        "--key",
+        p(&admin_key),
+        p(&policy),
+    ]));
+    let policy = k.policy("policy.toml", 2);
+    ok(memgate(&[
+        "policy",
+        "sign",
+        "--key",
+        p(&admin_key),
+        p(&policy),
+    ]));
+    let out = ok(memgate(&[
+        "policy",
+        "verify",
+        "--key",
+        p(&k.path("admin.pub")),
+        "--newer-than",
+        "1",
+        p(&policy),
+    ]));
+    assert!(out.contains("serial 2"), "{out}");
+    // Another admin key does not silently replace the signature.
+    ok(memgate(&[
+        "key",
+        "gen",
+        "--kind",
+        "admin",
+        "--out",
+        p(k.dir.path()),
+        "--name",
+        "admin2",
+    ]));
+    let before = fs::read_to_string(k.path("policy.toml.minisig")).unwrap();
+    let err = user_error(memgate(&[
+        "policy",
+        "sign",
+        "--key",
+        p(&k.path("admin2.key")),
+        p(&policy),
+    ]));
+    assert!(
+        err.contains("another admin key") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(k.path("policy.toml.minisig")).unwrap(),
+        before
+    );
+    ok(memgate(&[
+        "policy",
+        "sign",
+        "--key",
+        p(&k.path("admin2.key")),
+        "--force",
+        p(&policy),
+    ]));
+}

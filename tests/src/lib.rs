@@ -162,7 +162,7 @@ impl Lab {
         std::fs::write(d.join("admin.pub"), admin.public().to_file_text()).expect("admin pub");
         let socket = d.join("broker.sock");
         let config = format!(
-            "socket = {}\nlog_level = \"warn\"\nlog_target = \"stderr\"\n[policy]\npath = {}\nsignature = {}\n\
+            "socket = {}\nlog_level = \"warn\"\nlog_target = \"stderr\"\nstate_dir = \"state\"\n[policy]\npath = {}\nsignature = {}\n\
              admin_keys = [{}]\n[fabric]\nlisten = \"tcp:127.0.0.1:0\"\n[audit]\npath = {}\njournal = false\n",
             q(&socket),
             q(&d.join("policy.toml")),
@@ -209,6 +209,11 @@ impl Lab {
 
     /// Mints a single-use export token for `pid`; returns the path of a file holding it.
     pub fn token_file(&self, pid: u32) -> PathBuf {
+        self.token_file_with_lease(pid, 600)
+    }
+
+    /// Like [`Lab::token_file`] with a `lease` claim of `lease` seconds.
+    pub fn token_file_with_lease(&self, pid: u32, lease: u64) -> PathBuf {
         let now = time::OffsetDateTime::now_utc();
         let claims = token::Claims {
             iss: "t".into(),
@@ -227,7 +232,7 @@ impl Lab {
             },
             access: memgate_policy::Access::Read,
             max_bytes: 8 << 30,
-            lease: 600,
+            lease,
             peer: self.peer.public(),
         };
         let t = token::mint(&self.issuer, &claims, None).expect("mint");

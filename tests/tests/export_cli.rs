@@ -1,0 +1,75 @@
+//! `memgate export` against a real memgated, as a fresh user runs it: the default lease is
+//! the token's own `lease` claim (an explicit longer one is still denied), a token file is
+//! accepted as the plain argument, and denials name their code once.
+
+use memgate_tests::{bin, Lab, Proc};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn target() -> Proc {
+    let mut t = Command::new(bin("memgate"))
+        .args(["__demo-target", "--size", "1048576", "--seed", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("target");
+    let mut line = String::new();
+    BufReader::new(t.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("target describes itself");
+    Proc::new(t)
+}
+
+fn export(lab: &Lab, pid: u32, token_arg: &str, extra: &[&str]) -> Output {
+    Command::new(bin("memgate"))
+        .args(["export", "--pid", &pid.to_string(), "--token", token_arg])
+        .arg("--socket")
+        .arg(&lab.socket)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("memgate export")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn plain(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn default_lease_is_the_tokens_and_a_longer_one_is_denied() {
+    let lab = Lab::start("export-lease");
+    let t = target();
+    let pid = t.pid();
+    // A 60 s token, no --lease, the token given as a plain file name.
+    let tok = lab.token_file_with_lease(pid, 60);
+    let o = export(&lab, pid, plain(&tok), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let grant: serde_json::Value = serde_json::from_slice(&o.stdout).expect("grant json");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let left = grant["expires_unix"].as_u64().expect("expires") as i64 - now as i64;
+    assert!((50..=61).contains(&left), "lease left {left}");
+    // Replaying the same token: the denial says token_replayed once, on one line.
+    let o = export(&lab, pid, plain(&tok), &[]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("token_replayed").count(), 1, "{err}");
+    // An explicit lease longer than the token's is denied, not shortened.
+    let tok = lab.token_file_with_lease(pid, 60);
+    let o = export(&lab, pid, &format!("@{}", plain(&tok)), &["--lease", "120"]);
+    let err = stderr(&o);
+    assert!(
+        !o.status.success(),
+        "a 120 s lease on a 60 s token was granted"
+    );
+    assert!(err.contains("lease_exceeds_limit"), "{err}");
+    assert_eq!(err.matches("lease_exceeds_limit").count(), 1, "{err}");
+    drop(t);
+}
