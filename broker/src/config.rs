@@ -17,6 +17,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/memgate/memgated.toml";
 pub const DEFAULT_SOCKET: &str = "/run/memgate/broker.sock";
 /// Default policy document.
 pub const DEFAULT_POLICY: &str = "/etc/memgate/policy.toml";
+/// Default state directory (systemd's `StateDirectory=memgate`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/memgate";
 /// Default fabric listen endpoint.
 pub const DEFAULT_FABRIC_LISTEN: &str = "tcp:0.0.0.0:7471";
 
@@ -197,6 +199,10 @@ pub struct Config {
     pub log_level: String,
     /// Log destination.
     pub log_target: LogTarget,
+    /// Where memgated keeps state across restarts (the highest policy serial accepted,
+    /// for rollback protection). Default: `$STATE_DIRECTORY` when systemd sets it, else
+    /// `/var/lib/memgate`.
+    pub state_dir: Option<PathBuf>,
     /// The signed policy.
     pub policy: PolicyConfig,
     /// The fabric responder.
@@ -217,6 +223,7 @@ impl Default for Config {
             socket_mode: 0o666,
             log_level: "info".to_string(),
             log_target: LogTarget::Auto,
+            state_dir: None,
             policy: PolicyConfig::default(),
             fabric: FabricConfig::default(),
             audit: AuditConfig::default(),
@@ -224,6 +231,18 @@ impl Default for Config {
             harden: HardenConfig::default(),
         }
     }
+}
+
+/// 1-based line and column (in characters) of byte offset `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 fn rebase(base: &Path, p: &mut PathBuf) {
@@ -237,9 +256,12 @@ impl Config {
     pub fn parse(text: &str, base: &Path, origin: &Path) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_path_buf(),
-            message: e.message().to_string()
+            message: e.message().trim_end().to_string()
                 + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
+                    .map(|s| {
+                        let (line, col) = line_col(text, s.start);
+                        format!(" (line {line}, column {col})")
+                    })
                     .unwrap_or_default(),
         })?;
         cfg.rebase(base);
@@ -264,6 +286,9 @@ impl Config {
     /// Makes every relative path absolute against `base`.
     pub fn rebase(&mut self, base: &Path) {
         rebase(base, &mut self.socket);
+        if let Some(s) = &mut self.state_dir {
+            rebase(base, s);
+        }
         rebase(base, &mut self.policy.path);
         if let Some(s) = &mut self.policy.signature {
             rebase(base, s);
@@ -285,6 +310,22 @@ impl Config {
         for p in &mut self.harden.landlock.read_write {
             rebase(base, p);
         }
+    }
+
+    /// The state directory in use: `state_dir`, else the first of systemd's
+    /// `$STATE_DIRECTORY`, else [`DEFAULT_STATE_DIR`].
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        std::env::var_os("STATE_DIRECTORY")
+            .and_then(|v| {
+                v.to_str()
+                    .and_then(|s| s.split(':').next())
+                    .filter(|s| s.starts_with('/'))
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
     }
 
     /// Checks values that the schema cannot.
@@ -360,6 +401,21 @@ mod tests {
         let err = Config::parse("[limits]\nmax_grant = 1\n", Path::new("/"), Path::new("c"))
             .expect_err("typo refused");
         assert!(err.to_string().contains("max_grant"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_give_line_and_column() {
+        let err = Config::parse(
+            "socket = \"a\"\n[limits]\nmax_grants = \"many\"\n",
+            Path::new("/"),
+            Path::new("c.toml"),
+        )
+        .expect_err("a string for a number");
+        let msg = err.to_string();
+        assert!(msg.contains("(line 3, column 14)"), "{msg}");
+        assert!(!msg.contains("byte"), "{msg}");
+        assert_eq!(line_col("ab\ncé\nx", 6), (2, 3));
+        assert_eq!(line_col("ab\ncé\nx", 7), (3, 1));
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub fn harden_config(cfg: &Config, config_file: Option<&Path>) -> HardenConfig {
         h.allow_write(dir_of(a));
     }
     h.allow_write(dir_of(&cfg.socket));
+    h.allow_write(cfg.state_dir());
     if let Ok(Endpoint::Unix(p)) = Endpoint::parse(&cfg.fabric.listen) {
         h.allow_write(dir_of(&p));
     }
@@ -121,7 +122,7 @@ pub fn run(args: &Args) -> ExitCode {
 }
 
 fn check_config(cfg: &Config) -> ExitCode {
-    match PolicyStore::open(&cfg.policy) {
+    match PolicyStore::check(&cfg.policy, &cfg.state_dir()) {
         Ok(store) => {
             let cur = store.current();
             println!(
@@ -177,11 +178,22 @@ pub enum StartError {
     Queue(std::io::Error),
 }
 
+/// The API socket file bound at start-up; removed on drop unless handed over (`None`).
+struct BoundSocket(Option<PathBuf>);
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = rustix::fs::unlinkat(rustix::fs::CWD, &p, rustix::fs::AtFlags::empty());
+        }
+    }
+}
+
 fn serve(cfg: &Config, hcfg: &HardenConfig, no_harden: bool) -> Result<(), StartError> {
     let sigfd = signals::block().map_err(StartError::Signals)?;
     let notifier = systemd::Notifier::from_env().map_err(StartError::Notify)?;
     let mut audit = Audit::open(cfg.audit.path.as_deref(), cfg.audit.journal)?;
-    let store = match PolicyStore::open(&cfg.policy) {
+    let store = match PolicyStore::open(&cfg.policy, &cfg.state_dir()) {
         Ok(s) => s,
         Err(e) => {
             audit.record(
@@ -209,6 +221,8 @@ fn serve(cfg: &Config, hcfg: &HardenConfig, no_harden: bool) -> Result<(), Start
             (fd, Some(cfg.socket.clone()))
         }
     };
+    // Until the server owns it, any failure below removes the socket file bound here.
+    let mut bound = BoundSocket(socket_path.clone());
     let events = EventQueue::new().map_err(StartError::Queue)?;
     if no_harden {
         tracing::warn!("hardening disabled by --no-harden");
@@ -260,6 +274,8 @@ fn serve(cfg: &Config, hcfg: &HardenConfig, no_harden: bool) -> Result<(), Start
         limits: cfg.limits.clone(),
         notifier,
     })?;
+    // From here the server removes the socket file when it stops.
+    bound.0 = None;
     server.run()?;
     Ok(())
 }

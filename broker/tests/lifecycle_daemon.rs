@@ -185,7 +185,7 @@ fn refuses_to_start_without_a_valid_policy() {
     std::fs::write(dir.path().join("policy.toml.minisig"), other.sign(&policy)).expect("sig");
     std::fs::write(
         dir.path().join("m.toml"),
-        "socket = \"b.sock\"\nlog_target = \"stderr\"\n[policy]\npath = \"policy.toml\"\n\
+        "socket = \"b.sock\"\nlog_target = \"stderr\"\nstate_dir = \"state\"\n[policy]\npath = \"policy.toml\"\n\
          admin_keys = [\"admin.pub\"]\n[fabric]\nlisten = \"tcp:127.0.0.1:0\"\n\
          [audit]\npath = \"audit.jsonl\"\njournal = false\n",
     )

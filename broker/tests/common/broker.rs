@@ -40,6 +40,7 @@ impl Broker {
         let signed = sign(keys, policy);
         std::fs::write(&sig_path, sig.unwrap_or(&signed)).unwrap();
         let config = "socket = \"broker.sock\"\nlog_level = \"debug\"\nlog_target = \"stderr\"\n\
+             state_dir = \"state\"\n\
              [policy]\npath = \"policy.toml\"\nadmin_keys = [\"admin.pub\"]\n\
              [fabric]\nlisten = \"tcp:127.0.0.1:0\"\n\
              [audit]\npath = \"audit.jsonl\"\njournal = false\n";

@@ -274,13 +274,39 @@ impl Broker {
             .map_err(|e| e.to_string())?;
         let config = format!(
             "socket = \"run/broker.sock\"\nlog_level = \"info\"\nlog_target = \"stderr\"\n\
+             state_dir = \"state\"\n\
              [policy]\npath = \"policy/policy.toml\"\nadmin_keys = [\"admin.pub\"]\n\
              [fabric]\nlisten = \"tcp:127.0.0.1:0\"\n[audit]\npath = \"log/audit.jsonl\"\njournal = false\n\
              {extra_config}\n"
         );
         let config_path = p.join("memgated.toml");
         std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+        Broker::spawn_in(dir, args)
+    }
+
+    /// Stops this broker if it still runs (SIGTERM, SIGKILL after 10 s), installs `policy` (signed with the
+    /// admin key) and spawns memgated again on the same files and state directory, with
+    /// `args`, without waiting for READY=1.
+    pub fn respawn(mut self, pki: &Pki, policy: &str, args: &[&str]) -> Result<Broker, String> {
+        let running = !matches!(self.child.try_wait(), Ok(Some(_)));
+        if running && self.terminate(Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        self.install_policy(pki, policy);
+        let spare = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = std::mem::replace(&mut self.dir, spare);
+        drop(self);
+        Broker::spawn_in(dir, args)
+    }
+
+    /// Spawns memgated on the files already written in `dir`.
+    fn spawn_in(dir: tempfile::TempDir, args: &[&str]) -> Result<Broker, String> {
+        let p = dir.path();
+        let config_path = p.join("memgated.toml");
+        let policy_path = p.join("policy/policy.toml");
         let notify_path = p.join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).map_err(|e| e.to_string())?;
         notify
             .set_read_timeout(Some(Duration::from_millis(200)))
