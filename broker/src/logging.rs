@@ -16,6 +16,14 @@ fn journal_wanted() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some() && std::path::Path::new(JOURNAL_SOCKET).exists()
 }
 
+/// Colour only for a person at a terminal: stderr is a tty and `NO_COLOR` is unset or
+/// empty (<https://no-color.org>).
+pub fn colour_wanted() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
 /// Installs the global subscriber. Returns where logs go ("journald" or "stderr").
 pub fn init(level: &str, target: LogTarget) -> &'static str {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -40,6 +48,7 @@ pub fn init(level: &str, target: LogTarget) -> &'static str {
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_wanted())
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

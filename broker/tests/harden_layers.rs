@@ -296,15 +296,16 @@ fn check_hardening_exits_zero_when_everything_is_in_force() {
     let abi = out
         .text
         .lines()
-        .find_map(|l| l.strip_prefix("landlock (kernel ABI "))
-        .and_then(|r| r.strip_suffix("):"))
+        .find_map(|l| l.strip_prefix("landlock:         "))
+        .and_then(|r| r.split("(kernel ABI ").nth(1))
+        .and_then(|r| r.strip_suffix(')'))
         .and_then(|n| n.parse::<i32>().ok())
         .expect("landlock ABI line");
     assert!(abi >= 1, "this kernel has Landlock");
     let rules = out
         .text
         .lines()
-        .find_map(|l| l.strip_prefix("seccomp allow-list: "))
+        .find_map(|l| l.strip_prefix("  allow-list:     "))
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse::<usize>().ok())
         .expect("rule count");
@@ -322,7 +323,7 @@ fn check_hardening_reports_a_kernel_without_landlock() {
         &["--check", "--emulate-no-landlock"],
     );
     assert_eq!(out.code, Some(1), "{}", out.text);
-    assert!(out.text.contains("landlock (kernel ABI 0)"), "{}", out.text);
+    assert!(out.text.contains("(kernel ABI 0)"), "{}", out.text);
     assert!(
         out.text
             .contains("shortfall: Landlock NotEnforced (kernel ABI 0)"),

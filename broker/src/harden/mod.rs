@@ -96,7 +96,7 @@ pub fn apply(cfg: &HardenConfig) -> Result<HardenReport, HardenError> {
         None
     };
 
-    privs::drop_privileges(&keep, ids)?;
+    let bounding = privs::drop_privileges(&keep, ids)?;
     if cfg.no_new_privs || cfg.seccomp.enabled || cfg.landlock.enabled {
         privs::set_no_new_privs()?;
     }
@@ -110,6 +110,7 @@ pub fn apply(cfg: &HardenConfig) -> Result<HardenReport, HardenError> {
         seccomp_argument_rules: compiled.as_ref().map_or(0, |c| c.argument_rules),
         landlock,
         run_as_uid: ids.map(|i| i.uid),
+        bounding,
     };
     // A concurrent second apply() is impossible: the thread check above failed otherwise.
     let _ = report::APPLIED.set(applied);

@@ -108,14 +108,48 @@ fn switch_user(ids: Ids, keep_caps: bool) -> Result<(), HardenError> {
     Ok(())
 }
 
+/// What happened to the bounding set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bounding {
+    /// Every capability not kept was dropped (or none was there to drop).
+    Reduced,
+    /// Left as is: the process had no CAP_SETPCAP (needed to drop from it) and nothing in
+    /// its permitted set, so it had nothing to keep. It cannot gain a capability except by
+    /// executing a privileged program, which no_new_privs forbids when it is set.
+    LeftNoSetpcap,
+}
+
+impl Bounding {
+    /// The wording `--check-hardening` uses.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Bounding::Reduced => "reduced to the kept capabilities",
+            Bounding::LeftNoSetpcap => "left as is: no CAP_SETPCAP; nothing to keep",
+        }
+    }
+}
+
 /// Drops every capability not in `keep` from the bounding, ambient, inheritable, permitted
 /// and effective sets, switching user first when `run_as` is given.
-pub fn drop_privileges(keep: &CapsHashSet, run_as: Option<Ids>) -> Result<(), HardenError> {
+///
+/// An unprivileged process (empty permitted set, so no CAP_SETPCAP) cannot change its
+/// bounding set; it is then left alone and the outcome says so rather than failing.
+pub fn drop_privileges(keep: &CapsHashSet, run_as: Option<Ids>) -> Result<Bounding, HardenError> {
     // The bounding set needs CAP_SETPCAP in the effective set, so it goes first.
     let bounding = caps::read(None, CapSet::Bounding).map_err(caps_err("read bounding"))?;
-    for cap in bounding.difference(keep) {
-        caps::drop(None, CapSet::Bounding, *cap).map_err(caps_err("drop bounding"))?;
-    }
+    let effective = caps::read(None, CapSet::Effective).map_err(caps_err("read effective"))?;
+    let permitted = caps::read(None, CapSet::Permitted).map_err(caps_err("read permitted"))?;
+    let outcome = if bounding.difference(keep).next().is_none() {
+        Bounding::Reduced
+    } else if !effective.contains(&Capability::CAP_SETPCAP) && permitted.is_empty() {
+        Bounding::LeftNoSetpcap
+    } else {
+        for cap in bounding.difference(keep) {
+            caps::drop(None, CapSet::Bounding, *cap).map_err(caps_err("drop bounding"))?;
+        }
+        Bounding::Reduced
+    };
     // Each set is only written when it differs: a service manager that already started
     // memgated with exactly the needed capabilities can then forbid capset(2) outright.
     let read = |set: CapSet| caps::read(None, set).map_err(caps_err("read"));
@@ -140,7 +174,7 @@ pub fn drop_privileges(keep: &CapsHashSet, run_as: Option<Ids>) -> Result<(), Ha
     if permitted != *keep {
         caps::set(None, CapSet::Permitted, keep).map_err(caps_err("set permitted"))?;
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// Sets no_new_privs: execve can never grant privileges again.

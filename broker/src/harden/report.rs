@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::config::{HardenConfig, SeccompViolation};
 use super::landlock::{kernel_abi, LandlockOutcome, LandlockState};
-use super::privs::{kept_caps, resolve_user};
+use super::privs::{kept_caps, resolve_user, Bounding};
 
 /// What [`super::apply`] did, recorded once for later inspection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,6 +25,8 @@ pub struct Applied {
     /// The uid switched to for `run_as` (resolved before hardening: afterwards the user
     /// database is outside the Landlock rules).
     pub run_as_uid: Option<u32>,
+    /// What happened to the bounding set.
+    pub bounding: Bounding,
 }
 
 pub(super) static APPLIED: OnceLock<Applied> = OnceLock::new();
@@ -148,7 +150,13 @@ impl fmt::Display for HardenReport {
         writeln!(f, "caps permitted:   {}", fmt_caps(self.caps.permitted))?;
         writeln!(f, "caps inheritable: {}", fmt_caps(self.caps.inheritable))?;
         writeln!(f, "caps ambient:     {}", fmt_caps(self.caps.ambient))?;
-        writeln!(f, "caps bounding:    {}", fmt_caps(self.caps.bounding))?;
+        write!(f, "caps bounding:    {}", fmt_caps(self.caps.bounding))?;
+        match &self.applied {
+            Some(a) if a.bounding != Bounding::Reduced => {
+                writeln!(f, " ({})", a.bounding.describe())?
+            }
+            _ => writeln!(f)?,
+        }
         writeln!(f, "no_new_privs:     {}", self.no_new_privs)?;
         let mode = match self.seccomp_mode {
             0 => "off",
@@ -161,27 +169,36 @@ impl fmt::Display for HardenReport {
             "seccomp:          {mode}, {} filter(s)",
             self.seccomp_filters
         )?;
-        writeln!(f, "landlock (kernel ABI {}):", self.landlock_kernel_abi)?;
-        match &self.applied {
-            None => writeln!(f, "  hardening not applied in this process")?,
-            Some(a) => {
-                match a.seccomp_action {
-                    Some(act) => writeln!(
-                        f,
-                        "seccomp allow-list: {} syscalls, {} argument rules, violation -> {:?}",
-                        a.seccomp_allowed_syscalls, a.seccomp_argument_rules, act
-                    )?,
-                    None => writeln!(f, "seccomp allow-list: disabled by configuration")?,
-                }
-                writeln!(
-                    f,
-                    "  {:?}, {} path rules, all threads: {}",
-                    a.landlock.state, a.landlock.rules, a.landlock.all_threads
-                )?;
-                for p in &a.landlock.missing_paths {
-                    writeln!(f, "  missing path (no rule): {}", p.display())?;
-                }
-            }
+        let Some(a) = &self.applied else {
+            writeln!(
+                f,
+                "landlock:         kernel ABI {}",
+                self.landlock_kernel_abi
+            )?;
+            writeln!(f, "threads:          {}", self.threads)?;
+            return writeln!(f, "hardening:        not applied in this process");
+        };
+        match a.seccomp_action {
+            Some(act) => writeln!(
+                f,
+                "  allow-list:     {} syscalls, {} argument rules, violation -> {:?}",
+                a.seccomp_allowed_syscalls, a.seccomp_argument_rules, act
+            )?,
+            None => writeln!(f, "  allow-list:     disabled by configuration")?,
+        }
+        writeln!(
+            f,
+            "landlock:         {:?}, {} path rules (kernel ABI {})",
+            a.landlock.state, a.landlock.rules, self.landlock_kernel_abi
+        )?;
+        let scope = if a.landlock.all_threads {
+            "every thread of the process"
+        } else {
+            "the process's only thread at the time, and every thread started after it"
+        };
+        writeln!(f, "  restricts:      {scope}")?;
+        for p in &a.landlock.missing_paths {
+            writeln!(f, "  no rule for:    {} (missing)", p.display())?;
         }
         writeln!(f, "threads:          {}", self.threads)
     }
@@ -197,6 +214,11 @@ pub enum Shortfall {
         set: String,
         /// Capability names beyond what is kept.
         caps: Vec<String>,
+    },
+    /// The bounding set could not be reduced (no CAP_SETPCAP, nothing to keep).
+    BoundingLeft {
+        /// How many capabilities it still holds.
+        count: u32,
     },
     /// no_new_privs is not set.
     NoNewPrivsOff,
@@ -230,6 +252,11 @@ impl fmt::Display for Shortfall {
                     caps.join(",")
                 )
             }
+            Shortfall::BoundingLeft { count } => write!(
+                f,
+                "bounding set left as is: no CAP_SETPCAP; nothing to keep \
+                 ({count} capabilities remain in it)"
+            ),
             Shortfall::NoNewPrivsOff => write!(f, "no_new_privs is not set"),
             Shortfall::SeccompOff => write!(f, "no seccomp filter is in force"),
             Shortfall::Landlock { state, kernel_abi } => {
@@ -266,7 +293,11 @@ pub fn compare(cfg: &HardenConfig, report: &HardenReport) -> Vec<Shortfall> {
             kept
         };
         let extra = mask & !allowed;
-        if extra != 0 {
+        if set == "bounding" && extra != 0 && applied.bounding == Bounding::LeftNoSetpcap {
+            out.push(Shortfall::BoundingLeft {
+                count: mask.count_ones(),
+            });
+        } else if extra != 0 {
             out.push(Shortfall::ExtraCapabilities {
                 set: set.into(),
                 caps: cap_names(extra),
@@ -322,6 +353,7 @@ mod tests {
                 missing_paths: Vec::new(),
             },
             run_as_uid: None,
+            bounding: Bounding::Reduced,
         }
     }
 

@@ -32,5 +32,5 @@ fn unapplied_process_is_reported_as_not_applied() {
         compare(&HardenConfig::default(), &r),
         vec![Shortfall::NotApplied]
     );
-    assert!(r.to_string().contains("hardening not applied"));
+    assert!(r.to_string().contains("not applied in this process"));
 }
