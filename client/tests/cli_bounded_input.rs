@@ -206,3 +206,20 @@ fn unservable_grants_are_refused_before_connecting() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `--mirror --no-prefetch` could never finish (nothing faults on the mirror) and so never
+/// noticed a revoked grant: it is refused before anything is read or connected.
+#[test]
+fn mirror_without_prefetch_is_refused() {
+    one_line_error(
+        &[
+            "fault-serve",
+            "--mirror",
+            "--no-prefetch",
+            "--grant",
+            "/nonexistent/g.json",
+        ],
+        None,
+        "--mirror needs prefetch",
+    );
+}

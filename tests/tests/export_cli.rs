@@ -73,3 +73,64 @@ fn default_lease_is_the_tokens_and_a_longer_one_is_denied() {
     assert_eq!(err.matches("lease_exceeds_limit").count(), 1, "{err}");
     drop(t);
 }
+
+/// `fault-serve` with a peer key that is not the grant's, and with the right key after the
+/// grant was revoked: one line, each cause said once, naming both possibilities.
+#[test]
+fn fault_serve_refusals_are_one_clear_line() {
+    let lab = Lab::start("export-peer");
+    let t = target();
+    let pid = t.pid();
+    let tok = lab.token_file(pid);
+    let grant = lab.dir.path().join("grant.json");
+    let o = export(&lab, pid, plain(&tok), &["--out", plain(&grant)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other = lab.dir.path().join("other.key");
+    let k = memgate_policy::keys::SecretKey::generate().expect("key");
+    std::fs::write(&other, k.to_paserk()).expect("write key");
+    let serve = |key: &Path| {
+        Command::new("timeout")
+            .args(["-s", "KILL", "30"])
+            .arg(bin("memgate"))
+            .args(["fault-serve", "--mirror", "--grant"])
+            .arg(&grant)
+            .arg("--peer-key")
+            .arg(key)
+            .stdin(Stdio::null())
+            .output()
+            .expect("fault-serve")
+    };
+    for (what, key) in [
+        ("wrong key", other.clone()),
+        ("revoked", lab.peer_file.clone()),
+    ] {
+        if what == "revoked" {
+            let id: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&grant).expect("grant"))
+                    .expect("json");
+            let o = Command::new(bin("memgate"))
+                .args(["revoke", id["id"].as_str().expect("id")])
+                .arg("--socket")
+                .arg(&lab.socket)
+                .output()
+                .expect("revoke");
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let o = serve(&key);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{what}: served anyway");
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.contains("revoked or expired, or this peer key is not the grant's"),
+            "{what}: {err}"
+        );
+        let parts: Vec<&str> = err.trim().split(": ").collect();
+        for (i, p) in parts.iter().enumerate() {
+            assert!(
+                !parts[i + 1..].contains(p),
+                "{what}: repeated {p:?} in {err}"
+            );
+        }
+    }
+    drop(t);
+}

@@ -46,7 +46,7 @@ pub struct FaultServeArgs {
     /// Prefetch READs in flight.
     #[arg(long, default_value_t = 4)]
     pub depth: usize,
-    /// Serve demand faults only.
+    /// Serve demand faults only (not with --mirror, where nothing faults).
     #[arg(long)]
     pub no_prefetch: bool,
     /// Print the final report as one JSON object.
@@ -161,6 +161,20 @@ fn config(a: &FaultServeArgs, expires: Option<std::time::SystemTime>) -> Config 
     }
 }
 
+/// What the responder says when no live key of the grant belongs to our peer key. It
+/// cannot tell a revoked or expired grant (its keys are gone) from a wrong peer key, so the
+/// explanation names both.
+const NO_LIVE_KEY: &str = "no live key of this grant is bound to this peer key";
+
+/// Rewords a connection refusal so that it covers every reason the responder may have had.
+fn explain_refusal(e: &dyn std::fmt::Display) -> anyhow::Error {
+    let text = e.to_string();
+    anyhow::anyhow!(text.replace(
+        NO_LIVE_KEY,
+        "the grant's keys are revoked or expired, or this peer key is not the grant's"
+    ))
+}
+
 /// Runs the engine with a progress bar (when stderr is a terminal); on failure explains
 /// what the destination will see.
 pub fn drive(
@@ -172,8 +186,9 @@ pub fn drive(
     progress: bool,
 ) -> anyhow::Result<Report> {
     let total = layout.total() as u64;
-    let mut engine = Engine::new(uffd, layout, connector, cfg, watch)
-        .with_context(|| format!("connecting to {}", connector.endpoint()))?;
+    // The engine's error already names the endpoint; say it once.
+    let mut engine =
+        Engine::new(uffd, layout, connector, cfg, watch).map_err(|e| explain_refusal(&e))?;
     if progress && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total * crate::PAGE as u64);
         bar.set_style(
@@ -236,6 +251,11 @@ pub fn print_report(r: &Report, json: bool, extra: serde_json::Value) {
 
 /// Runs `memgate fault-serve`.
 pub fn run(a: FaultServeArgs) -> anyhow::Result<()> {
+    if a.mirror && a.no_prefetch {
+        // Nothing touches the mirror, so no page would ever arrive: it would wait forever
+        // (and never notice a revoked grant).
+        bail!("--mirror needs prefetch: nothing faults on the mirror, so with --no-prefetch no page would ever be pulled");
+    }
     let src = source(&a)?;
     let cfg = config(&a, src.expires);
     if a.mirror {
