@@ -137,3 +137,69 @@ fn sigint_mid_run_leaves_nothing() {
 fn sigkill_mid_run_leaves_no_children() {
     kill_mid_run(libc::SIGKILL, "kill");
 }
+
+/// The demo's words match what it does: the touch order is spelled as on the command line,
+/// an idle run shows no fault latency rather than zeros, and a `--target-pid` run does not
+/// claim to start a workload or use a pattern.
+#[test]
+fn demo_output_names_what_it_did() {
+    let tmp = tmpdir("words");
+    let o = Command::new("timeout")
+        .args(["-s", "KILL", "50", MEMGATE])
+        .args(["demo", "--size", "8M", "--pattern", "idle"])
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("in idle order"), "{err}");
+    assert!(!err.contains("Idle"), "{err}");
+    let latency = out
+        .lines()
+        .find(|l| l.contains("fault latency"))
+        .unwrap_or_default();
+    assert!(latency.contains("n/a"), "{out}");
+
+    // A real (stopped) program migrated with --target-pid.
+    let mut t = Command::new(MEMGATE)
+        .args(["__demo-target", "--size", "1048576", "--seed", "9"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(t.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let o = Command::new("timeout")
+        .args(["-s", "KILL", "50", MEMGATE])
+        .args(["demo", "--json", "--target-pid", &t.id().to_string()])
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("starting the source workload"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.get("pattern").is_none(), "{v}");
+    let o = Command::new("timeout")
+        .args(["-s", "KILL", "50", MEMGATE])
+        .args(["demo", "--target-pid", &t.id().to_string()])
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = t.kill();
+    let _ = t.wait();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("migrating into a mirror"), "{err}");
+    assert!(!err.contains("starting the source workload"), "{err}");
+    assert!(!out.contains("pattern"), "{out}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -177,13 +177,13 @@ impl Grant {
             return Err(GrantCheckError::TooManyRegions(self.regions.len()));
         }
         for (index, r) in self.regions.iter().enumerate() {
-            if r.addr % GRANT_PAGE != 0 {
+            if r.addr & (GRANT_PAGE - 1) != 0 {
                 return Err(GrantCheckError::UnalignedAddr {
                     index,
                     addr: r.addr,
                 });
             }
-            if r.len == 0 || r.len % GRANT_PAGE != 0 {
+            if r.len == 0 || r.len & (GRANT_PAGE - 1) != 0 {
                 return Err(GrantCheckError::BadLength { index, len: r.len });
             }
             // An overflowing end saturates, which is past the user address space too.

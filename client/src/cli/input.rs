@@ -17,9 +17,9 @@ pub const MAX_DOCUMENT: u64 = 1 << 20;
 pub const MAX_SMALL: u64 = 64 << 10;
 
 fn human(limit: u64) -> String {
-    if limit >= 1 << 20 && limit % (1 << 20) == 0 {
+    if limit >= 1 << 20 && limit & ((1 << 20) - 1) == 0 {
         format!("{} MiB", limit >> 20)
-    } else if limit >= 1 << 10 && limit % (1 << 10) == 0 {
+    } else if limit >= 1 << 10 && limit & ((1 << 10) - 1) == 0 {
         format!("{} KiB", limit >> 10)
     } else {
         format!("{limit} bytes")
