@@ -20,6 +20,11 @@ struct Run {
 }
 
 fn start(tag: &str) -> Run {
+    start_with(tag, &["--pattern", "seq", "--touch-delay-us", "2000"])
+}
+
+/// Like [`start`], with the destination's touch options `dest_args`.
+fn start_with(tag: &str, dest_args: &[&str]) -> Run {
     let lab = Lab::start(tag);
     let mut t = Command::new(bin("memgate"))
         .args(["__demo-target", "--size", "6291456", "--seed", "5"])
@@ -98,15 +103,8 @@ fn start(tag: &str) -> Run {
     );
     let dest = Proc::new(
         Command::new(bin("memgate"))
-            .args([
-                "__demo-dest",
-                "--info",
-                line.trim(),
-                "--pattern",
-                "seq",
-                "--touch-delay-us",
-                "2000",
-            ])
+            .args(["__demo-dest", "--info", line.trim()])
+            .args(dest_args)
             .arg("--socket")
             .arg(&uffd_sock)
             .stdout(Stdio::piped())
@@ -233,4 +231,45 @@ fn killing_the_broker_mid_migration_fails_closed() {
     assert!(!ex.status.success(), "requester saw a commit");
     // Nothing can stay registered: the only holder of registrations is gone.
     assert!(r.lab.status().is_none());
+}
+
+/// Exited (a zombie until reaped) or gone.
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// A demand-only fault server whose destination is idle sees no fault, yet notices a
+/// revoked grant within seconds (its idle liveness probe READ fails) and fails closed,
+/// instead of waiting forever.
+#[test]
+fn revoking_while_nothing_faults_is_noticed() {
+    let r = start_with("idle-revoke", &["--pattern", "idle"]);
+    let rv = Command::new(bin("memgate"))
+        .args(["revoke", &r.grant_id])
+        .arg("--socket")
+        .arg(&r.lab.socket)
+        .output()
+        .expect("revoke");
+    assert!(
+        rv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rv.stderr)
+    );
+    let pid = r.fault_server.pid();
+    assert!(
+        eventually(10, || exited(pid)),
+        "the fault server did not notice the revocation"
+    );
+    let fs = r.fault_server.output();
+    let fe = String::from_utf8_lossy(&fs.stderr);
+    assert!(!fs.status.success(), "{fe}");
+    assert!(fe.contains("grant not committed"), "{fe}");
+    drop(r.dest);
+    let ex = r.export.output();
+    assert!(!ex.status.success(), "requester saw a commit");
+    assert_nothing_registered(&r.lab);
+    drop(r.target);
 }

@@ -24,6 +24,11 @@ const PREFETCH: u8 = 8;
 /// A work-request id is `link << LINK_SHIFT | first page`; link 0 is the demand link.
 const LINK_SHIFT: u32 = 48;
 const DEMAND_LINK: usize = 0;
+/// The liveness probe's work-request id: on the demand link, beyond every real page.
+const PROBE_WR: u64 = (1 << LINK_SHIFT) - 1;
+/// How long the demand link may sit idle before a one-page probe READ checks that the
+/// grant still works (a revoked or expired grant is otherwise noticed only at the next fault).
+const PROBE_IDLE: Duration = Duration::from_secs(1);
 /// Demand READs kept in flight at most (below the fabric's per-connection bound). A fault
 /// beyond it waits in [`Engine::deferred`]: a fault already satisfied by a prefetch copy
 /// can leave its demand READ outstanding, and a source answering the demand connection
@@ -132,6 +137,7 @@ pub struct Engine<'a> {
     watch: Option<OwnedFd>,
     progress: Option<Progress<'a>>,
     completions: Vec<Completion>,
+    last_probe: Instant,
     /// After a failed [`Engine::run`]: how many pages were poisoned, or why poisoning
     /// failed (then the caller must stop the destination some other way).
     pub poisoned: Option<Result<usize, io::Error>>,
@@ -182,6 +188,7 @@ impl<'a> Engine<'a> {
             watch,
             progress: None,
             completions: Vec::new(),
+            last_probe: Instant::now(),
             poisoned: None,
         })
     }
@@ -248,6 +255,7 @@ impl<'a> Engine<'a> {
                 return Ok(t);
             }
             self.fill_prefetch()?;
+            self.probe_if_idle()?;
             let mut fds = std::mem::take(&mut self.pollfds);
             fds.clear();
             fds.push(libc::pollfd {
@@ -394,6 +402,10 @@ impl<'a> Engine<'a> {
                 })
             }
         };
+        if comp.wr_id == PROBE_WR {
+            // The grant still works; the probe's bytes are not needed.
+            return Ok(());
+        }
         let data: &[u8] = (*payload).as_ref();
         if data.len() != p.len as usize {
             return Err(EngineError::BadCompletion(format!(

@@ -142,6 +142,40 @@ impl Engine<'_> {
         Err(EngineError::Transport(last))
     }
 
+    /// While the demand link is idle, posts a one-page READ every [`super::PROBE_IDLE`] so
+    /// that a revoked or expired grant fails the run (closed) instead of going unnoticed
+    /// until the next fault. Its completion is dropped; a failure is an ordinary READ error.
+    pub(super) fn probe_if_idle(&mut self) -> Result<(), EngineError> {
+        if self.remaining == 0
+            || !self.links[DEMAND_LINK].inflight.is_empty()
+            || !self.deferred.is_empty()
+            || self.last_probe.elapsed() < super::PROBE_IDLE
+        {
+            return Ok(());
+        }
+        self.last_probe = std::time::Instant::now();
+        let Some((src, rkey, _)) = self.layout.src_of(0) else {
+            return Ok(());
+        };
+        let posted = Posted {
+            page: usize::MAX,
+            pages: 1,
+            src,
+            len: PAGE as u32,
+            rkey,
+        };
+        let l = &mut self.links[DEMAND_LINK];
+        l.inflight.insert(super::PROBE_WR, posted);
+        let res = match l.conn.as_mut() {
+            Some(c) => c.post_read(super::PROBE_WR, src, posted.len, rkey),
+            None => Err(TransportError::Lost("not connected".into())),
+        };
+        if let Err(e) = res {
+            self.reconnect(DEMAND_LINK, e)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn pump(&mut self, link: usize) -> Result<(), EngineError> {
         let mut comps = std::mem::take(&mut self.completions);
         comps.clear();
