@@ -496,7 +496,7 @@ pub fn evaluate(policy: &Policy, token: &VerifiedToken, facts: &Facts) -> Decisi
             .usage
             .bytes
             .checked_add(b)
-            .map_or(true, |t| t > policy.limits.bytes_per_uid)
+            .is_none_or(|t| t > policy.limits.bytes_per_uid)
         {
             deny.push(Reason::new(
                 ReasonCode::BytesPerUidExceeded,

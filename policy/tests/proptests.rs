@@ -413,7 +413,7 @@ proptest! {
             match cache.check_and_insert(&jti, exp, now) {
                 Ok(()) => {
                     prop_assert!(
-                        accepted.get(&jti).map_or(true, |&e| e <= now),
+                        accepted.get(&jti).is_none_or(|&e| e <= now),
                         "{} readmitted while live", jti
                     );
                     accepted.insert(jti, exp);

@@ -123,7 +123,7 @@ pub fn cases() -> &'static [Case] {
 pub fn run_all(p: &dyn Provider, filter: Option<&str>) -> Vec<(&'static str, Result<(), String>)> {
     cases()
         .iter()
-        .filter(|c| filter.map_or(true, |f| c.name.contains(f)))
+        .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
         .map(|c| (c.name, (c.run)(p)))
         .collect()
 }

@@ -193,7 +193,9 @@ pub fn parse_header(h: &[u8; HDR], max_body: usize) -> Result<Header, WireError>
     }
     let ok = match (op, fixed) {
         (_, Some(f)) => len as usize == f,
-        (OP_READ_SG, _) => len >= 32 && (len - 16) % 16 == 0 && (len - 16) / 16 <= MAX_SGE as u32,
+        (OP_READ_SG, _) => {
+            len >= 32 && (len - 16).is_multiple_of(16) && (len - 16) / 16 <= MAX_SGE as u32
+        }
         (OP_ERROR, _) => len >= 4 && len as usize <= 4 + MAX_ERROR_MSG,
         _ => len as usize >= READ_RESP_FIXED,
     };

@@ -159,7 +159,7 @@ fn cq_events(inner: &Inner, evs: &mut Vec<FabricEvent>) {
         unsafe { ibv_ack_cq_events(cq, 1) };
         let conn = ctx as usize as u64;
         let mut st = inner.lock();
-        if !st.conns.get(&conn).is_some_and(|c| c.qp.recv_cq == cq) {
+        if st.conns.get(&conn).is_none_or(|c| c.qp.recv_cq != cq) {
             continue;
         }
         // SAFETY: re-arm before polling so nothing is missed.

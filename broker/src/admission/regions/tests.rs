@@ -229,7 +229,7 @@ mod props {
         let Some(end) = addr.checked_add(len) else {
             return false;
         };
-        if len == 0 || addr % 4096 != 0 || len % 4096 != 0 || len > 512 * 4096 {
+        if len == 0 || !addr.is_multiple_of(4096) || !len.is_multiple_of(4096) || len > 512 * 4096 {
             return false;
         }
         let mut kind = None;
