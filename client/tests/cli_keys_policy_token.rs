@@ -62,6 +62,27 @@ fn user_error(o: Output) -> String {
     err
 }
 
+/// Runs memgate with `args` and asserts success; returns stdout.
+fn mg_ok(args: &[&str]) -> String {
+    ok(memgate(args))
+}
+
+/// Runs memgate with `args` and asserts a one-line user error; returns it.
+fn mg_err(args: &[&str]) -> String {
+    user_error(memgate(args))
+}
+
+/// Runs memgate with `args` and asserts a one-line user error containing `needle`.
+fn mg_err_has(args: &[&str], needle: &str) {
+    let err = mg_err(args);
+    assert!(err.contains(needle), "{err}");
+}
+
+/// `args` followed by `extra`, as one argument list.
+fn with<'a>(args: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    args.iter().chain(extra).copied().collect()
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -72,24 +93,31 @@ struct Keys {
 
 impl Keys {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let k = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
         for (kind, name) in [("admin", "admin"), ("issuer", "issuer"), ("peer", "peer")] {
-            ok(memgate(&[
-                "key",
-                "gen",
-                "--kind",
-                kind,
-                "--out",
-                p(dir.path()),
-                "--name",
-                name,
-            ]));
+            ok(k.gen(kind, name, &[]));
         }
-        Self { dir }
+        k
+    }
+
+    /// Runs `memgate key gen` for `kind` into this directory as `name`, plus `extra` flags.
+    fn gen(&self, kind: &str, name: &str, extra: &[&str]) -> Output {
+        let out = p(self.dir.path());
+        memgate(&with(
+            &["key", "gen", "--kind", kind, "--out", out, "--name", name],
+            extra,
+        ))
     }
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// The path of `name` in this directory, as a command-line argument.
+    fn arg(&self, name: &str) -> String {
+        p(&self.path(name)).to_string()
     }
 
     fn read(&self, name: &str) -> String {
@@ -110,6 +138,50 @@ impl Keys {
         fs::write(&path, text).unwrap();
         path
     }
+
+    /// `memgate token mint` with key file `key` and target `target` (uid 1, audience `b`,
+    /// 5 s lease, 4096 bytes) that must fail with one line; returns it.
+    fn mint_err(&self, key: &str, target: &str) -> String {
+        mg_err(&[
+            "token",
+            "mint",
+            "--key",
+            &self.arg(key),
+            "--issuer",
+            "orch",
+            "--aud",
+            "b",
+            "--sub",
+            "1",
+            "--target",
+            target,
+            "--peer",
+            &self.arg("peer.pub"),
+            "--lease",
+            "5",
+            "--max-bytes",
+            "4096",
+        ])
+    }
+}
+
+/// `memgate policy verify --key KEY EXTRA... POLICY`.
+fn verify_args<'a>(key: &'a str, extra: &[&'a str], policy: &'a str) -> Vec<&'a str> {
+    let mut args = with(&["policy", "verify", "--key", key], extra);
+    args.push(policy);
+    args
+}
+
+/// `memgate policy sign --key KEY EXTRA... POLICY`.
+fn sign_args<'a>(key: &'a str, extra: &[&'a str], policy: &'a str) -> Vec<&'a str> {
+    let mut args = with(&["policy", "sign", "--key", key], extra);
+    args.push(policy);
+    args
+}
+
+/// `minisign -V` of `msg` against public key file `pk`.
+fn minisign_verify(pk: &Path, msg: &Path) -> Output {
+    run("minisign", &["-V", "-p", p(pk), "-m", p(msg)])
 }
 
 #[test]
@@ -130,30 +202,10 @@ fn key_gen_writes_both_formats_with_private_modes() {
     }
     // Existing keys are not overwritten without --force, and the secret is unchanged.
     let before = k.read("issuer.key");
-    let err = user_error(memgate(&[
-        "key",
-        "gen",
-        "--kind",
-        "issuer",
-        "--out",
-        p(k.dir.path()),
-        "--name",
-        "issuer",
-    ]));
+    let err = user_error(k.gen("issuer", "issuer", &[]));
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(k.read("issuer.key"), before);
-    let json = ok(memgate(&[
-        "key",
-        "gen",
-        "--kind",
-        "issuer",
-        "--out",
-        p(k.dir.path()),
-        "--name",
-        "issuer",
-        "--force",
-        "--json",
-    ]));
+    let json = ok(k.gen("issuer", "issuer", &["--force", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["kind"], "issuer");
     assert_ne!(k.read("issuer.key"), before);
@@ -165,33 +217,19 @@ fn stock_minisign_signatures_verify_in_memgate() {
     let k = Keys::new();
     let policy = k.policy("policy.toml", 4);
     let (pk, sk) = (k.path("ms.pub"), k.path("ms.key"));
-    ok(run("minisign", &["-G", "-W", "-p", p(&pk), "-s", p(&sk)]));
+    let (pol, pka, ska) = (p(&policy), p(&pk), p(&sk));
+    ok(run("minisign", &["-G", "-W", "-p", pka, "-s", ska]));
     // Default (prehashed ED) and legacy (Ed) signatures with a custom trusted comment.
     ok(run(
         "minisign",
-        &[
-            "-S",
-            "-s",
-            p(&sk),
-            "-m",
-            p(&policy),
-            "-t",
-            "serial 4 from ops",
-        ],
+        &["-S", "-s", ska, "-m", pol, "-t", "serial 4 from ops"],
     ));
-    let legacy = k.path("legacy.minisig");
+    let legacy = k.arg("legacy.minisig");
     ok(run(
         "minisign",
-        &["-S", "-l", "-s", p(&sk), "-m", p(&policy), "-x", p(&legacy)],
+        &["-S", "-l", "-s", ska, "-m", pol, "-x", &legacy],
     ));
-    let out = ok(memgate(&[
-        "policy",
-        "verify",
-        "--key",
-        p(&pk),
-        p(&policy),
-        "--json",
-    ]));
+    let out = mg_ok(&verify_args(pka, &["--json"], pol));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["valid"], true);
     assert_eq!(v["serial"], 4);
@@ -203,21 +241,12 @@ fn stock_minisign_signatures_verify_in_memgate() {
         .unwrap()
         .to_string();
     // The bare base64 key works too, and so does the legacy signature.
-    ok(memgate(&[
-        "policy",
-        "verify",
-        "--key",
-        &pk_line,
-        "--sig",
-        p(&legacy),
-        p(&policy),
-    ]));
+    mg_ok(&verify_args(&pk_line, &["--sig", &legacy], pol));
 
     // Tampering: one policy byte; the trusted comment; a key id from another key.
     let original = fs::read_to_string(&policy).unwrap();
     fs::write(&policy, original.replace("serial = 4", "serial = 5")).unwrap();
-    let err = user_error(memgate(&["policy", "verify", "--key", p(&pk), p(&policy)]));
-    assert!(err.contains("signature does not verify"), "{err}");
+    mg_err_has(&verify_args(pka, &[], pol), "signature does not verify");
     fs::write(&policy, &original).unwrap();
     let sig_path = k.path("policy.toml.minisig");
     let sig = fs::read_to_string(&sig_path).unwrap();
@@ -226,57 +255,15 @@ fn stock_minisign_signatures_verify_in_memgate() {
         sig.replace("serial 4 from ops", "serial 9 from ops"),
     )
     .unwrap();
-    let err = user_error(memgate(&["policy", "verify", "--key", p(&pk), p(&policy)]));
-    assert!(err.contains("trusted comment"), "{err}");
+    mg_err_has(&verify_args(pka, &[], pol), "trusted comment");
     fs::write(&sig_path, &sig).unwrap();
-    let err = user_error(memgate(&[
-        "policy",
-        "verify",
-        "--key",
-        p(&k.path("admin.pub")),
-        p(&policy),
-    ]));
-    assert!(err.contains("key id"), "{err}");
+    mg_err_has(&verify_args(&k.arg("admin.pub"), &[], pol), "key id");
     // Rollback: a validly signed policy that is not newer than the one in force.
-    let err = user_error(memgate(&[
-        "policy",
-        "verify",
-        "--key",
-        p(&pk),
-        "--newer-than",
-        "4",
-        p(&policy),
-    ]));
-    assert!(err.contains("rollback"), "{err}");
-    ok(memgate(&[
-        "policy",
-        "verify",
-        "--key",
-        p(&pk),
-        "--newer-than",
-        "3",
-        p(&policy),
-    ]));
+    mg_err_has(&verify_args(pka, &["--newer-than", "4"], pol), "rollback");
+    mg_ok(&verify_args(pka, &["--newer-than", "3"], pol));
     // A key made by `minisign -G -W` signs with memgate too.
-    ok(memgate(&[
-        "policy",
-        "sign",
-        "--key",
-        p(&sk),
-        "--force",
-        "--sig",
-        p(&legacy),
-        p(&policy),
-    ]));
-    ok(memgate(&[
-        "policy",
-        "verify",
-        "--key",
-        p(&pk),
-        "--sig",
-        p(&legacy),
-        p(&policy),
-    ]));
+    mg_ok(&sign_args(ska, &["--force", "--sig", &legacy], pol));
+    mg_ok(&verify_args(pka, &["--sig", &legacy], pol));
 }
 
 #[test]
@@ -284,37 +271,22 @@ fn memgate_signatures_verify_with_stock_minisign() {
     let k = Keys::new();
     let policy = k.policy("policy.toml", 7);
     let admin_pub = k.path("admin.pub");
-    let admin_key = k.path("admin.key");
+    let admin_key = k.arg("admin.key");
     for extra in [&[][..], &["--legacy", "--force"][..]] {
-        let mut args = vec!["policy", "sign", "--key", p(&admin_key)];
-        args.extend_from_slice(extra);
-        args.push(p(&policy));
-        ok(memgate(&args));
-        let out = ok(run(
-            "minisign",
-            &["-V", "-p", p(&admin_pub), "-m", p(&policy)],
-        ));
+        mg_ok(&sign_args(&admin_key, extra, p(&policy)));
+        let out = ok(minisign_verify(&admin_pub, &policy));
         assert!(out.contains("serial:7"), "{out}");
-        ok(memgate(&[
-            "policy",
-            "verify",
-            "--key",
-            p(&admin_pub),
-            p(&policy),
-        ]));
+        mg_ok(&verify_args(p(&admin_pub), &[], p(&policy)));
     }
     // minisign rejects a tampered policy signed by memgate.
     fs::write(&policy, fs::read_to_string(&policy).unwrap() + "# edited\n").unwrap();
-    let o = run("minisign", &["-V", "-p", p(&admin_pub), "-m", p(&policy)]);
+    let o = minisign_verify(&admin_pub, &policy);
     assert!(!o.status.success());
     // The stock tool signs with the secret key file memgate wrote (unencrypted: no prompt).
     let msg = k.path("other.txt");
     fs::write(&msg, "hello\n").unwrap();
-    ok(run(
-        "minisign",
-        &["-S", "-s", p(&k.path("admin.key")), "-m", p(&msg)],
-    ));
-    ok(run("minisign", &["-V", "-p", p(&admin_pub), "-m", p(&msg)]));
+    ok(run("minisign", &["-S", "-s", &admin_key, "-m", p(&msg)]));
+    ok(minisign_verify(&admin_pub, &msg));
     // An invalid policy is never signed.
     let bad = k.path("bad.toml");
     fs::write(
@@ -322,13 +294,7 @@ fn memgate_signatures_verify_with_stock_minisign() {
         "version = 1\nbroker = \"b\"\nserial = 1\ncolour = \"red\"\n",
     )
     .unwrap();
-    let err = user_error(memgate(&[
-        "policy",
-        "sign",
-        "--key",
-        p(&k.path("admin.key")),
-        p(&bad),
-    ]));
+    let err = mg_err(&sign_args(&admin_key, &[], p(&bad)));
     assert!(
         err.contains("colour") && err.contains("refusing to sign"),
         "{err}"
@@ -366,28 +332,29 @@ print(json.dumps({"payload": d.payload, "footer": d.footer if isinstance(d.foote
 #[test]
 fn pyseto_minted_token_verifies_in_memgate() {
     let k = Keys::new();
+    let (issuer_pub, peer_pub) = (k.arg("issuer.pub"), k.arg("peer.pub"));
     let tok = ok(run(
         "python3",
         &[
             "-c",
             PYSETO_MINT,
-            p(&k.path("issuer.key")),
-            p(&k.path("peer.pub")),
-            p(&k.path("issuer.pub")),
+            &k.arg("issuer.key"),
+            &peer_pub,
+            &issuer_pub,
         ],
     ));
     let tok = tok.trim();
     assert!(tok.starts_with("v4.public."), "{tok}");
-    let out = ok(memgate(&[
+    let out = mg_ok(&[
         "token",
         "verify",
         "--key",
-        p(&k.path("issuer.pub")),
+        &issuer_pub,
         "--aud",
         "broker-1",
         "--json",
         tok,
-    ]));
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["valid"], true);
     assert_eq!(v["claims"]["target"]["pid"], 77);
@@ -406,34 +373,33 @@ fn pyseto_minted_token_verifies_in_memgate() {
         "pyseto's PASERK id equals ours"
     );
     // The wrong issuer key, or another audience, is refused.
-    let err = user_error(memgate(&[
-        "token",
-        "verify",
-        "--key",
-        p(&k.path("peer.pub")),
-        tok,
-    ]));
-    assert!(err.contains("token_signature_invalid"), "{err}");
-    let err = user_error(memgate(&[
-        "token",
-        "verify",
-        "--key",
-        p(&k.path("issuer.pub")),
-        "--aud",
-        "broker-2",
-        tok,
-    ]));
-    assert!(err.contains("audience"), "{err}");
+    mg_err_has(
+        &["token", "verify", "--key", &peer_pub, tok],
+        "token_signature_invalid",
+    );
+    mg_err_has(
+        &[
+            "token",
+            "verify",
+            "--key",
+            &issuer_pub,
+            "--aud",
+            "broker-2",
+            tok,
+        ],
+        "audience",
+    );
 }
 
 #[test]
 fn memgate_minted_token_verifies_in_pyseto() {
     let k = Keys::new();
-    let tok = ok(memgate(&[
+    let issuer_pub = k.arg("issuer.pub");
+    let tok = mg_ok(&[
         "token",
         "mint",
         "--key",
-        p(&k.path("issuer.key")),
+        &k.arg("issuer.key"),
         "--issuer",
         "orch",
         "--aud",
@@ -445,17 +411,17 @@ fn memgate_minted_token_verifies_in_pyseto() {
         "--pid",
         "42",
         "--peer",
-        p(&k.path("peer.pub")),
+        &k.arg("peer.pub"),
         "--lease",
         "60",
         "--max-bytes",
         "1G",
         "--access",
         "read",
-    ]));
+    ]);
     let tok = tok.trim().to_string();
     let mut child = Command::new("python3")
-        .args(["-c", PYSETO_VERIFY, p(&k.path("issuer.pub"))])
+        .args(["-c", PYSETO_VERIFY, &issuer_pub])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -476,16 +442,10 @@ fn memgate_minted_token_verifies_in_pyseto() {
     // pyseto checked exp/nbf/iat as RFC 3339 times; the footer kid is pyseto's PASERK id.
     assert_eq!(v["footer"]["kid"], v["kid"]);
     // memgate verifies its own token, and inspect says it did not verify anything.
-    ok(memgate(&[
-        "token",
-        "verify",
-        "--key",
-        p(&k.path("issuer.pub")),
-        &tok,
-    ]));
-    let out = ok(memgate(&["token", "inspect", &tok]));
+    mg_ok(&["token", "verify", "--key", &issuer_pub, &tok]);
+    let out = mg_ok(&["token", "inspect", &tok]);
     assert!(out.starts_with("NOT VERIFIED"), "{out}");
-    let out = ok(memgate(&["token", "inspect", "--json", &tok]));
+    let out = mg_ok(&["token", "inspect", "--json", &tok]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["verified"], false);
     assert_eq!(v["claims"]["jti"].as_str().unwrap().len(), 32);
@@ -496,11 +456,11 @@ fn read_commands_speak_json_and_errors_are_one_line() {
     let k = Keys::new();
     let policy = k.policy("policy.toml", 2);
     let v: serde_json::Value =
-        serde_json::from_str(&ok(memgate(&["policy", "show", "--json", p(&policy)]))).unwrap();
+        serde_json::from_str(&mg_ok(&["policy", "show", "--json", p(&policy)])).unwrap();
     assert_eq!(v["serial"], 2);
     assert_eq!(v["signature_checked"], false);
     assert_eq!(v["issuers"][0]["max_bytes"], 1u64 << 30);
-    let human = ok(memgate(&["policy", "show", p(&policy)]));
+    let human = mg_ok(&["policy", "show", p(&policy)]);
     assert!(human.contains("NOT checked"), "{human}");
 
     let bad = k.path("bad.toml");
@@ -509,72 +469,27 @@ fn read_commands_speak_json_and_errors_are_one_line() {
         "version = 1\nbroker = \"b\"\nserial = 1\n[limits]\ngrants = 3\n",
     )
     .unwrap();
-    let err = user_error(memgate(&["policy", "show", p(&bad)]));
+    let err = mg_err(&["policy", "show", p(&bad)]);
     assert!(err.contains("line 5") && err.contains("grants"), "{err}");
-    let err = user_error(memgate(&["policy", "show", p(&k.path("missing.toml"))]));
-    assert!(err.contains("missing.toml"), "{err}");
-    let err = user_error(memgate(&[
-        "policy",
-        "verify",
-        "--key",
-        p(&k.path("admin.pub")),
-        p(&policy),
-    ]));
-    assert!(err.contains("policy.toml.minisig"), "{err}");
-    let err = user_error(memgate(&["token", "inspect", "v4.local.AAAA"]));
-    assert!(err.contains("unsupported purpose"), "{err}");
-    let err = user_error(memgate(&["token", "inspect", "v4.public.@@@"]));
+    mg_err_has(&["policy", "show", &k.arg("missing.toml")], "missing.toml");
+    mg_err_has(
+        &verify_args(&k.arg("admin.pub"), &[], p(&policy)),
+        "policy.toml.minisig",
+    );
+    mg_err_has(
+        &["token", "inspect", "v4.local.AAAA"],
+        "unsupported purpose",
+    );
+    let err = mg_err(&["token", "inspect", "v4.public.@@@"]);
     assert!(err.contains("base64") || err.contains("encoding"), "{err}");
     // Keys of the wrong kind are named as such.
-    let err = user_error(memgate(&[
-        "token",
-        "mint",
-        "--key",
-        p(&k.path("admin.key")),
-        "--issuer",
-        "orch",
-        "--aud",
-        "b",
-        "--sub",
-        "1",
-        "--target",
-        "/vms/a",
-        "--peer",
-        p(&k.path("peer.pub")),
-        "--lease",
-        "5",
-        "--max-bytes",
-        "4096",
-    ]));
+    let err = k.mint_err("admin.key", "/vms/a");
     assert!(err.contains("minisign"), "{err}");
-    let err = user_error(memgate(&[
-        "policy",
-        "sign",
-        "--key",
-        p(&k.path("issuer.key")),
-        p(&policy),
-    ]));
-    assert!(err.contains("issuer.key"), "{err}");
-    let err = user_error(memgate(&[
-        "token",
-        "mint",
-        "--key",
-        p(&k.path("issuer.key")),
-        "--issuer",
-        "orch",
-        "--aud",
-        "b",
-        "--sub",
-        "1",
-        "--target",
-        "/vms/../etc",
-        "--peer",
-        p(&k.path("peer.pub")),
-        "--lease",
-        "5",
-        "--max-bytes",
-        "4096",
-    ]));
+    mg_err_has(
+        &sign_args(&k.arg("issuer.key"), &[], p(&policy)),
+        "issuer.key",
+    );
+    let err = k.mint_err("issuer.key", "/vms/../etc");
     assert!(err.contains("--target"), "{err}");
     // Usage errors come from clap with its own exit code 2, still without a panic.
     let o = memgate(&["token", "mint", "--max-bytes", "lots"]);
@@ -589,51 +504,21 @@ fn read_commands_speak_json_and_errors_are_one_line() {
 fn resigning_an_edited_policy_with_the_same_key_needs_no_force() {
     let k = Keys::new();
     let policy = k.policy("policy.toml", 1);
-    let admin_key = k.path("admin.key");
-    ok(memgate(&[
-        "policy",
-        "sign",
-        "--key",
-        p(&admin_key),
-        p(&policy),
-    ]));
+    let admin_key = k.arg("admin.key");
+    mg_ok(&sign_args(&admin_key, &[], p(&policy)));
     let policy = k.policy("policy.toml", 2);
-    ok(memgate(&[
-        "policy",
-        "sign",
-        "--key",
-        p(&admin_key),
+    mg_ok(&sign_args(&admin_key, &[], p(&policy)));
+    let out = mg_ok(&verify_args(
+        &k.arg("admin.pub"),
+        &["--newer-than", "1"],
         p(&policy),
-    ]));
-    let out = ok(memgate(&[
-        "policy",
-        "verify",
-        "--key",
-        p(&k.path("admin.pub")),
-        "--newer-than",
-        "1",
-        p(&policy),
-    ]));
+    ));
     assert!(out.contains("serial 2"), "{out}");
     // Another admin key does not silently replace the signature.
-    ok(memgate(&[
-        "key",
-        "gen",
-        "--kind",
-        "admin",
-        "--out",
-        p(k.dir.path()),
-        "--name",
-        "admin2",
-    ]));
+    ok(k.gen("admin", "admin2", &[]));
     let before = fs::read_to_string(k.path("policy.toml.minisig")).unwrap();
-    let err = user_error(memgate(&[
-        "policy",
-        "sign",
-        "--key",
-        p(&k.path("admin2.key")),
-        p(&policy),
-    ]));
+    let admin2_key = k.arg("admin2.key");
+    let err = mg_err(&sign_args(&admin2_key, &[], p(&policy)));
     assert!(
         err.contains("another admin key") && err.contains("--force"),
         "{err}"
@@ -642,12 +527,5 @@ fn resigning_an_edited_policy_with_the_same_key_needs_no_force() {
         fs::read_to_string(k.path("policy.toml.minisig")).unwrap(),
         before
     );
-    ok(memgate(&[
-        "policy",
-        "sign",
-        "--key",
-        p(&k.path("admin2.key")),
-        "--force",
-        p(&policy),
-    ]));
+    mg_ok(&sign_args(&admin2_key, &["--force"], p(&policy)));
 }
