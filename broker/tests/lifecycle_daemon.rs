@@ -9,15 +9,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use memgate_proto::{Grant, Request, Response, WaitRequest, WaitState};
+use memgate_proto::{Request, Response, WaitRequest, WaitState};
 use support::*;
-
-fn granted(r: Response) -> Grant {
-    match r {
-        Response::Grant(g) => g,
-        other => panic!("expected a grant, got {other:?}"),
-    }
-}
 
 fn serial(client: &mut memgate_proto::BrokerClient) -> u64 {
     match client.call(&Request::Status, &[]).expect("status") {
@@ -27,26 +20,13 @@ fn serial(client: &mut memgate_proto::BrokerClient) -> u64 {
 }
 
 fn live_grants(client: &mut memgate_proto::BrokerClient) -> usize {
-    match client.call(&Request::List, &[]).expect("list") {
-        Response::Grants(l) => l.len(),
-        other => panic!("{other:?}"),
-    }
+    list_grants(client).len()
 }
 
 #[test]
 fn reload_that_no_longer_allows_a_grant_revokes_it() {
-    let pki = Pki::generate();
-    let broker = Broker::start(&pki, &PolicySpec::new().toml(&pki)).expect("broker");
-    let target = Target::spawn(test_uid(11), 1).expect("target");
-    let mut client = broker.client();
-    let token = pki.token(&TokenSpec::for_target(&target));
-    let g = granted(export(
-        &mut client,
-        &target,
-        &token,
-        Some(vec![(target.addr, target.len)]),
-        600,
-    ));
+    let (pki, broker, target, token, mut client) = scene(11, 1);
+    let g = export_filled(&mut client, &target, &token, 600);
 
     // Serial 2 still allows it (larger limits): the grant survives.
     let mut spec = PolicySpec::new();
@@ -66,33 +46,14 @@ fn reload_that_no_longer_allows_a_grant_revokes_it() {
     broker.install_policy(&pki, &spec.toml(&pki));
     assert!(broker.reload());
     assert_eq!(serial(&mut client), 3);
-    let rec = broker
-        .wait_audit("revoke", Duration::from_secs(5), |v| {
-            v["grant"] == g.id.to_string()
-        })
-        .expect("revoked by the reload");
+    let rec =
+        audit_of(&broker, "revoke", g.id, Duration::from_secs(5)).expect("revoked by the reload");
     assert_eq!(rec["cause"], "policy_reload");
-    assert!(broker
-        .wait_audit("policy_recheck", Duration::from_secs(1), |v| v["grant"]
-            == g.id.to_string())
-        .is_some());
+    assert!(audit_of(&broker, "policy_recheck", g.id, Duration::from_secs(1)).is_some());
     assert_eq!(live_grants(&mut client), 0);
-    match client
-        .call(
-            &Request::Wait(WaitRequest {
-                grant: g.id,
-                timeout_ms: 10,
-            }),
-            &[],
-        )
-        .expect("wait")
-    {
-        Response::WaitResult(w) => {
-            assert_eq!(w.state, WaitState::Revoked);
-            assert_eq!(w.cause.as_deref(), Some("policy_reload"));
-        }
-        other => panic!("{other:?}"),
-    }
+    let w = wait_result(&mut client, g.id, 10);
+    assert_eq!(w.state, WaitState::Revoked);
+    assert_eq!(w.cause.as_deref(), Some("policy_reload"));
 }
 
 #[test]
@@ -104,13 +65,7 @@ fn bad_reloads_keep_the_last_good_policy() {
     let target = Target::spawn(test_uid(12), 1).expect("target");
     let mut client = broker.client();
     let token = pki.token(&TokenSpec::for_target(&target));
-    let g = granted(export(
-        &mut client,
-        &target,
-        &token,
-        Some(vec![(target.addr, target.len)]),
-        600,
-    ));
+    let g = export_filled(&mut client, &target, &token, 600);
 
     // Tampered: signed text differs from the file.
     spec.serial = 6;

@@ -10,13 +10,6 @@ use memgate_fabric::{Connection, Endpoint, WcStatus};
 use memgate_proto::{Grant, GrantState, Request, Response, WaitRequest, WaitState};
 use support::*;
 
-fn granted(r: Response) -> Grant {
-    match r {
-        Response::Grant(g) => g,
-        other => panic!("expected a grant, got {other:?}"),
-    }
-}
-
 /// A fault server's authenticated fabric connection for grant `g`.
 fn connect(pki: &Pki, g: &Grant) -> Connection {
     let ep = Endpoint::parse(&g.endpoint).expect("endpoint");
@@ -44,18 +37,8 @@ fn read(pki: &Pki, g: &Grant, addr: u64, len: u32) -> (WcStatus, Vec<u8>, Connec
 
 #[test]
 fn export_read_commit_wait_and_target_exit() {
-    let pki = Pki::generate();
-    let broker = Broker::start(&pki, &PolicySpec::new().toml(&pki)).expect("broker");
-    let target = Target::spawn(test_uid(1), 4).expect("target");
-    let token = pki.token(&TokenSpec::for_target(&target));
-    let mut client = broker.client();
-    let g = granted(export(
-        &mut client,
-        &target,
-        &token,
-        Some(vec![(target.addr, target.len)]),
-        60,
-    ));
+    let (pki, broker, target, token, mut client) = scene(1, 4);
+    let g = export_filled(&mut client, &target, &token, 60);
     assert_eq!(g.regions.len(), 1);
     assert_eq!(
         (g.regions[0].addr, g.regions[0].len),
@@ -87,129 +70,53 @@ fn export_read_commit_wait_and_target_exit() {
         Response::WaitResult(w) => assert_eq!(w.state, WaitState::Committed),
         other => panic!("{other:?}"),
     }
-    assert!(broker
-        .wait_audit("commit", Duration::from_secs(5), |v| v["grant"]
-            == g.id.to_string())
-        .is_some());
-    match client.call(&Request::List, &[]).expect("list") {
-        Response::Grants(l) => {
-            assert_eq!(l.len(), 1);
-            assert_eq!(l[0].state, GrantState::Committed);
-            assert_eq!(l[0].target_pid, target.pid);
-        }
-        other => panic!("{other:?}"),
-    }
+    assert!(audit_of(&broker, "commit", g.id, Duration::from_secs(5)).is_some());
+    let l = list_grants(&mut client);
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].state, GrantState::Committed);
+    assert_eq!(l[0].target_pid, target.pid);
 
     // The requester releases the source: the target exits, the broker revokes.
     let pid = target.pid;
     target.exit();
-    let rec = broker
-        .wait_audit("revoke", Duration::from_secs(5), |v| {
-            v["grant"] == g.id.to_string()
-        })
-        .expect("revoked on target exit");
+    let rec =
+        audit_of(&broker, "revoke", g.id, Duration::from_secs(5)).expect("revoked on target exit");
     assert_eq!(rec["cause"], "target_exit");
     assert_eq!(rec["target_pid"], pid);
     // A late Wait still learns the grant was committed.
-    match client
-        .call(
-            &Request::Wait(WaitRequest {
-                grant: g.id,
-                timeout_ms: 100,
-            }),
-            &[],
-        )
-        .expect("wait")
-    {
-        Response::WaitResult(w) => assert_eq!(w.state, WaitState::Committed),
-        other => panic!("{other:?}"),
-    }
-    match client.call(&Request::List, &[]).expect("list") {
-        Response::Grants(l) => assert!(l.is_empty()),
-        other => panic!("{other:?}"),
-    }
+    let w = wait_result(&mut client, g.id, 100);
+    assert_eq!(w.state, WaitState::Committed);
+    assert!(list_grants(&mut client).is_empty());
 }
 
 #[test]
 fn target_exit_revokes_an_uncommitted_grant_and_reads_fail() {
-    let pki = Pki::generate();
-    let broker = Broker::start(&pki, &PolicySpec::new().toml(&pki)).expect("broker");
-    let target = Target::spawn(test_uid(2), 2).expect("target");
-    let token = pki.token(&TokenSpec::for_target(&target));
-    let mut client = broker.client();
-    let g = granted(export(
-        &mut client,
-        &target,
-        &token,
-        Some(vec![(target.addr, target.len)]),
-        60,
-    ));
+    let (pki, broker, target, token, mut client) = scene(2, 2);
+    let g = export_filled(&mut client, &target, &token, 60);
     let (status, _, mut conn) = read(&pki, &g, target.addr, 4096);
     assert_eq!(status, WcStatus::Success);
     target.exit();
-    let rec = broker
-        .wait_audit("revoke", Duration::from_secs(5), |v| {
-            v["grant"] == g.id.to_string()
-        })
-        .expect("revoked");
+    let rec = audit_of(&broker, "revoke", g.id, Duration::from_secs(5)).expect("revoked");
     assert_eq!(rec["cause"], "target_exit");
     assert_eq!(rec["committed"], false);
     let (status, data) = read_on(&mut conn, &g, g.regions[0].addr, 4096);
     assert_eq!(status, WcStatus::RemoteAccessError);
     assert!(data.is_empty());
-    match client
-        .call(
-            &Request::Wait(WaitRequest {
-                grant: g.id,
-                timeout_ms: 100,
-            }),
-            &[],
-        )
-        .expect("wait")
-    {
-        Response::WaitResult(w) => {
-            assert_eq!(w.state, WaitState::Revoked);
-            assert_eq!(w.cause.as_deref(), Some("target_exit"));
-        }
-        other => panic!("{other:?}"),
-    }
+    let w = wait_result(&mut client, g.id, 100);
+    assert_eq!(w.state, WaitState::Revoked);
+    assert_eq!(w.cause.as_deref(), Some("target_exit"));
 }
 
 #[test]
 fn lease_expiry_revokes_and_wait_reports_it() {
-    let pki = Pki::generate();
-    let broker = Broker::start(&pki, &PolicySpec::new().toml(&pki)).expect("broker");
-    let target = Target::spawn(test_uid(3), 1).expect("target");
-    let token = pki.token(&TokenSpec::for_target(&target));
-    let mut client = broker.client();
-    let g = granted(export(
-        &mut client,
-        &target,
-        &token,
-        Some(vec![(target.addr, target.len)]),
-        1,
-    ));
+    let (pki, broker, target, token, mut client) = scene(3, 1);
+    let g = export_filled(&mut client, &target, &token, 1);
     let mut conn = connect(&pki, &g);
     let start = std::time::Instant::now();
-    match client
-        .call(
-            &Request::Wait(WaitRequest {
-                grant: g.id,
-                timeout_ms: 10_000,
-            }),
-            &[],
-        )
-        .expect("wait")
-    {
-        Response::WaitResult(w) => assert_eq!(w.state, WaitState::Expired),
-        other => panic!("{other:?}"),
-    }
+    let w = wait_result(&mut client, g.id, 10_000);
+    assert_eq!(w.state, WaitState::Expired);
     assert!(start.elapsed() < Duration::from_secs(5), "expired in time");
-    let rec = broker
-        .wait_audit("expire", Duration::from_secs(2), |v| {
-            v["grant"] == g.id.to_string()
-        })
-        .expect("expiry audited");
+    let rec = audit_of(&broker, "expire", g.id, Duration::from_secs(2)).expect("expiry audited");
     assert_eq!(rec["cause"], "expired");
     let (status, _) = read_on(&mut conn, &g, g.regions[0].addr, 4096);
     assert_eq!(status, WcStatus::RemoteAccessError);
@@ -217,18 +124,8 @@ fn lease_expiry_revokes_and_wait_reports_it() {
 
 #[test]
 fn revoke_by_owner_works_and_by_another_uid_is_refused() {
-    let pki = Pki::generate();
-    let broker = Broker::start(&pki, &PolicySpec::new().toml(&pki)).expect("broker");
-    let target = Target::spawn(test_uid(4), 1).expect("target");
-    let token = pki.token(&TokenSpec::for_target(&target));
-    let mut client = broker.client();
-    let g = granted(export(
-        &mut client,
-        &target,
-        &token,
-        Some(vec![(target.addr, target.len)]),
-        60,
-    ));
+    let (pki, broker, target, token, mut client) = scene(4, 1);
+    let g = export_filled(&mut client, &target, &token, 60);
 
     // Another uid (a child process running as uid 61005) asks to revoke it.
     let code = revoke_as(test_uid(5), &broker, g.id);
@@ -251,11 +148,7 @@ fn revoke_by_owner_works_and_by_another_uid_is_refused() {
         }
         other => panic!("{other:?}"),
     }
-    let rec = broker
-        .wait_audit("revoke", Duration::from_secs(2), |v| {
-            v["grant"] == g.id.to_string()
-        })
-        .expect("audited");
+    let rec = audit_of(&broker, "revoke", g.id, Duration::from_secs(2)).expect("audited");
     assert_eq!(rec["cause"], "explicit");
     assert_eq!(rec["by_uid"], 0);
     let (status, _) = read_on(&mut conn, &g, g.regions[0].addr, 4096);
@@ -288,20 +181,13 @@ fn requester_disconnect_revokes_only_grants_that_asked_for_it() {
     let free = granted(requester.call(&request(false), &borrowed).expect("export"));
     // The requester vanishes (as if it crashed): its connection closes.
     drop(requester);
-    let rec = broker
-        .wait_audit("revoke", Duration::from_secs(5), |v| {
-            v["grant"] == bound.id.to_string()
-        })
-        .expect("bound grant revoked");
+    let rec =
+        audit_of(&broker, "revoke", bound.id, Duration::from_secs(5)).expect("bound grant revoked");
     assert_eq!(rec["cause"], "disconnect");
     let mut other = broker.client();
-    match other.call(&Request::List, &[]).expect("list") {
-        Response::Grants(l) => {
-            assert_eq!(l.len(), 1, "the other grant outlives the connection");
-            assert_eq!(l[0].grant.id, free.id);
-        }
-        r => panic!("{r:?}"),
-    }
+    let l = list_grants(&mut other);
+    assert_eq!(l.len(), 1, "the other grant outlives the connection");
+    assert_eq!(l[0].grant.id, free.id);
     // The broker still serves: the freed quota is usable again.
     let again = granted(other.call(&request(true), &borrowed).expect("export"));
     assert_ne!(again.id, bound.id);

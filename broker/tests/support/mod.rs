@@ -32,7 +32,10 @@ use memgate_policy::keys::SecretKey;
 use memgate_policy::minisign;
 use memgate_policy::token::{self, Claims, Target as TokenTarget};
 use memgate_policy::Access;
-use memgate_proto::{BrokerClient, ExportRequest, RegionSelection, RegionSpec, Request, Response};
+use memgate_proto::{
+    BrokerClient, ExportRequest, Grant, GrantId, GrantSummary, RegionSelection, RegionSpec,
+    Request, Response, WaitRequest, WaitResult,
+};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -619,6 +622,65 @@ pub fn export(
     });
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     client.call(&req, &borrowed).expect("export call")
+}
+
+/// The grant in an `Export` reply; panics on anything else.
+pub fn granted(r: Response) -> Grant {
+    match r {
+        Response::Grant(g) => g,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+/// The usual scene of a grant test: fresh keys, a broker running the default policy, a
+/// target of `pages` pages as uid [`test_uid`]`(n)`, a token for it and a root client.
+pub fn scene(n: u32, pages: u64) -> (Pki, Broker, Target, String, BrokerClient) {
+    let pki = Pki::generate();
+    let broker = Broker::start(&pki, &PolicySpec::new().toml(&pki)).expect("broker");
+    let target = Target::spawn(test_uid(n), pages).expect("target");
+    let token = pki.token(&TokenSpec::for_target(&target));
+    let client = broker.client();
+    (pki, broker, target, token, client)
+}
+
+/// Exports the whole filled region of `target` for `lease_secs`; the grant.
+pub fn export_filled(
+    client: &mut BrokerClient,
+    target: &Target,
+    token: &str,
+    lease_secs: u64,
+) -> Grant {
+    granted(export(
+        client,
+        target,
+        token,
+        Some(vec![(target.addr, target.len)]),
+        lease_secs,
+    ))
+}
+
+/// A `Wait` call on `grant` with `timeout_ms`; the result.
+pub fn wait_result(client: &mut BrokerClient, grant: GrantId, timeout_ms: u64) -> WaitResult {
+    match client
+        .call(&Request::Wait(WaitRequest { grant, timeout_ms }), &[])
+        .expect("wait")
+    {
+        Response::WaitResult(w) => w,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The live grants, as `List` reports them.
+pub fn list_grants(client: &mut BrokerClient) -> Vec<GrantSummary> {
+    match client.call(&Request::List, &[]).expect("list") {
+        Response::Grants(l) => l,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits for an audit record with `event` about `grant`.
+pub fn audit_of(broker: &Broker, event: &str, grant: GrantId, timeout: Duration) -> Option<Value> {
+    broker.wait_audit(event, timeout, |v| v["grant"] == grant.to_string())
 }
 
 /// The target role: allocate, fill, report, wait for stdin to close. Test binaries run it
