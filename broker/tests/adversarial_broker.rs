@@ -43,8 +43,7 @@ impl World {
     }
 
     fn stack_page(&self) -> RegionSelection {
-        let (s, _) = self.target.mapping("[stack]");
-        list(&[(s, 4096)])
+        self.target.stack_page()
     }
 
     fn send_raw(&self, uid: u32, pid: i32, fds: &str, frame: &[u8]) -> Response {
@@ -93,14 +92,6 @@ impl World {
             other => panic!("expected a grant: {other:?} {}", self.broker.stderr()),
         }
     }
-}
-
-/// What a requester sends with an export: pidfd, mem and maps of the target (the
-/// hardened broker cannot open another user's maps itself).
-const FDS: &str = "pidfd,mem,maps";
-
-fn read_req(token: String, regions: RegionSelection) -> Request {
-    export(token, regions, Access::Read)
 }
 
 #[test]

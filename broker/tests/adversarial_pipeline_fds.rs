@@ -15,7 +15,7 @@ use memgate_proto::{Access, RegionSelection};
 #[test]
 fn requester_without_ptrace_rights_cannot_open_mem() {
     let w = World::new();
-    let req = read_req(w.token(OTHER_UID), w.stack_page());
+    let req = w.stack_req(OTHER_UID);
     let mut r = Requester::start(
         OTHER_UID,
         &w.listener.path,
@@ -35,7 +35,7 @@ fn requester_without_ptrace_rights_cannot_open_mem() {
 fn non_dumpable_target_refuses_even_its_own_uid() {
     let w = World::new();
     let locked = Target::spawn_with(TARGET_UID, &["--undumpable"]);
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     let mut r = Requester::start(
         TARGET_UID,
         &w.listener.path,
@@ -56,7 +56,7 @@ fn requester_without_ptrace_rights_sending_another_processes_mem() {
     let mut w = World::new();
     // A process the requester may ptrace (its own uid), whose mem it sends instead.
     let own = Target::spawn(OTHER_UID);
-    let req = read_req(w.token(OTHER_UID), w.stack_page());
+    let req = w.stack_req(OTHER_UID);
     let d = w.denied(
         OTHER_UID,
         &format!("pidfd,mem:{0},maps:{0}", own.pid),
@@ -70,7 +70,7 @@ fn requester_without_ptrace_rights_sending_another_processes_mem() {
 fn mem_fd_of_a_different_process_than_the_pidfd() {
     let mut w = World::new();
     let second = Target::spawn(TARGET_UID);
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     w.denied(
         TARGET_UID,
         &format!("pidfd,mem:{},maps", second.pid),
@@ -82,7 +82,7 @@ fn mem_fd_of_a_different_process_than_the_pidfd() {
 #[test]
 fn proc_self_mem_of_the_requester() {
     let mut w = World::new();
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     w.denied(
         TARGET_UID,
         "pidfd,selfmem,maps",
@@ -94,7 +94,7 @@ fn proc_self_mem_of_the_requester() {
 #[test]
 fn requester_naming_itself_as_target() {
     let mut w = World::new();
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     w.denied(
         TARGET_UID,
         "selfpidfd,selfmem,maps",
@@ -106,21 +106,11 @@ fn requester_naming_itself_as_target() {
 #[test]
 fn stale_pidfd_after_target_exit() {
     let mut w = World::new();
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
-    let mut r = Requester::start(
-        TARGET_UID,
-        &w.listener.path,
-        w.target.pid,
-        FDS,
-        &req.encode().unwrap(),
-        true,
-    );
+    let req = w.stack_req(TARGET_UID);
+    let mut r = w.waiting(TARGET_UID, w.target.pid, &req);
     w.target.kill();
     r.go();
-    let before = w.state.replay.len();
-    let d = w.serve(&mut r).expect_err("a dead target was admitted");
-    assert_eq!(d.code, "target_exited", "{d}");
-    assert_eq!(w.state.replay.len(), before);
+    w.serve_denied(&mut r, "target_exited");
 }
 
 #[test]
@@ -133,14 +123,7 @@ fn mem_fd_from_before_an_exec_is_refused() {
     let mut c = w.claims(TARGET_UID);
     c.target.pid = None;
     let req = read_req(mint(&w.keys, &c), RegionSelection::All);
-    let mut r = Requester::start(
-        TARGET_UID,
-        &w.listener.path,
-        pid,
-        FDS,
-        &req.encode().unwrap(),
-        true,
-    );
+    let mut r = w.waiting(TARGET_UID, pid, &req);
     target.poke();
     // Wait for the exec to happen.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -152,10 +135,7 @@ fn mem_fd_from_before_an_exec_is_refused() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     r.go();
-    let before = w.state.replay.len();
-    let d = w.serve(&mut r).expect_err("a pre-exec mem fd was admitted");
-    assert_eq!(d.code, "mem_unreadable", "{d}");
-    assert_eq!(w.state.replay.len(), before);
+    w.serve_denied(&mut r, "mem_unreadable");
 }
 
 #[test]
@@ -173,14 +153,14 @@ fn read_write_with_a_read_only_mem_fd() {
 #[test]
 fn mem_fd_opened_write_only() {
     let mut w = World::new();
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     w.denied(TARGET_UID, "pidfd,memwo,maps", &req, "mem_fd_not_readable");
 }
 
 #[test]
 fn wrong_fd_count() {
     let mut w = World::new();
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     w.denied(TARGET_UID, "pidfd", &req, "fd_count");
     w.denied(TARGET_UID, "pidfd,mem", &req, "fd_count");
     w.denied(TARGET_UID, "none", &req, "fd_count");
@@ -190,7 +170,7 @@ fn wrong_fd_count() {
 #[test]
 fn wrong_fd_kind() {
     let mut w = World::new();
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     w.denied(TARGET_UID, "devnull,mem,maps", &req, "pidfd_invalid");
     w.denied(TARGET_UID, "pidfd,devnull,maps", &req, "mem_fd_invalid");
     w.denied(TARGET_UID, "mem,pidfd,maps", &req, "pidfd_invalid");
@@ -204,9 +184,7 @@ fn malformed_and_oversized_messages() {
         .run_raw(TARGET_UID, pid, FDS, b"not a memgate frame at all")
         .unwrap_err();
     assert_eq!(d.code, "bad_magic");
-    let mut frame = read_req(w.token(TARGET_UID), w.stack_page())
-        .encode()
-        .unwrap();
+    let mut frame = w.stack_req(TARGET_UID).encode().unwrap();
     frame.truncate(frame.len() - 3);
     let d = w.run_raw(TARGET_UID, pid, FDS, &frame).unwrap_err();
     assert_eq!(d.code, "length_mismatch");
@@ -221,10 +199,10 @@ fn malformed_and_oversized_messages() {
 fn maps_fd_is_checked_like_the_mem_fd() {
     let mut w = World::new();
     let second = Target::spawn(TARGET_UID);
-    let ok = read_req(w.token(TARGET_UID), w.stack_page());
+    let ok = w.stack_req(TARGET_UID);
     w.run(TARGET_UID, "pidfd,mem,maps", &ok)
         .expect("maps fd accepted");
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     let other = format!("pidfd,mem,maps:{}", second.pid);
     w.denied(TARGET_UID, &other, &req, "maps_fd_mismatch");
     w.denied(TARGET_UID, "pidfd,mem,mem", &req, "maps_fd_invalid");

@@ -17,7 +17,7 @@ use time::{Duration, OffsetDateTime};
 #[test]
 fn control_allowed_request_is_admitted() {
     let mut w = World::new();
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     let a = w.run(TARGET_UID, FDS, &req).expect("admitted");
     assert_eq!(a.uid, TARGET_UID);
     assert_eq!(a.target.pid, w.target.pid);
@@ -36,12 +36,7 @@ fn forged_token_signature() {
     let i = t.len() / 2;
     let c = if t.as_bytes()[i] == b'A' { "B" } else { "A" };
     t.replace_range(i..=i, c);
-    w.denied(
-        TARGET_UID,
-        FDS,
-        &read_req(t, w.stack_page()),
-        "token_signature_invalid",
-    );
+    w.denied_token(t, "token_signature_invalid");
 }
 
 #[test]
@@ -60,12 +55,7 @@ fn tampered_token_claims() {
         .unwrap();
     raw[at..at + to.len()].copy_from_slice(to.as_bytes());
     let forged = format!("v4.public.{}", memgate_policy::b64::encode_url(&raw));
-    w.denied(
-        TARGET_UID,
-        FDS,
-        &read_req(forged, w.stack_page()),
-        "token_signature_invalid",
-    );
+    w.denied_token(forged, "token_signature_invalid");
 }
 
 #[test]
@@ -73,12 +63,7 @@ fn token_signed_by_another_key_in_a_trusted_issuers_name() {
     let mut w = World::new();
     let rogue = memgate_policy::keys::SecretKey::generate().unwrap();
     let t = memgate_policy::token::mint(&rogue, &w.claims(TARGET_UID), None).unwrap();
-    w.denied(
-        TARGET_UID,
-        FDS,
-        &read_req(t, w.stack_page()),
-        "token_signature_invalid",
-    );
+    w.denied_token(t, "token_signature_invalid");
 }
 
 #[test]
@@ -88,12 +73,7 @@ fn untrusted_issuer() {
     let mut c = w.claims(TARGET_UID);
     c.iss = "rogue".into();
     let t = memgate_policy::token::mint(&rogue, &c, None).unwrap();
-    w.denied(
-        TARGET_UID,
-        FDS,
-        &read_req(t, w.stack_page()),
-        "issuer_unknown",
-    );
+    w.denied_token(t, "issuer_unknown");
 }
 
 #[test]
@@ -105,12 +85,7 @@ fn expired_token() {
     c.nbf = c.iat;
     c.exp = now - Duration::minutes(5);
     let t = mint(&w.keys, &c);
-    w.denied(
-        TARGET_UID,
-        FDS,
-        &read_req(t, w.stack_page()),
-        "token_expired",
-    );
+    w.denied_token(t, "token_expired");
 }
 
 #[test]
@@ -120,18 +95,13 @@ fn not_yet_valid_token() {
     c.nbf = OffsetDateTime::now_utc() + Duration::minutes(5);
     c.exp = c.nbf + Duration::minutes(5);
     let t = mint(&w.keys, &c);
-    w.denied(
-        TARGET_UID,
-        FDS,
-        &read_req(t, w.stack_page()),
-        "token_not_yet_valid",
-    );
+    w.denied_token(t, "token_not_yet_valid");
 }
 
 #[test]
 fn replayed_token() {
     let mut w = World::new();
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     w.run(TARGET_UID, FDS, &req).expect("first use admitted");
     w.denied(TARGET_UID, FDS, &req, "token_replayed");
 }
@@ -142,24 +112,14 @@ fn wrong_audience() {
     let mut c = w.claims(TARGET_UID);
     c.aud = "some-other-broker".into();
     let t = mint(&w.keys, &c);
-    w.denied(
-        TARGET_UID,
-        FDS,
-        &read_req(t, w.stack_page()),
-        "audience_mismatch",
-    );
+    w.denied_token(t, "audience_mismatch");
 }
 
 #[test]
 fn token_for_another_uid() {
     let mut w = World::new();
     let t = w.token(THIRD_UID);
-    w.denied(
-        TARGET_UID,
-        FDS,
-        &read_req(t, w.stack_page()),
-        "subject_mismatch",
-    );
+    w.denied_token(t, "subject_mismatch");
 }
 
 #[test]
@@ -168,12 +128,7 @@ fn token_for_another_cgroup() {
     let mut c = w.claims(TARGET_UID);
     c.target.cgroup = "/memgate-test/elsewhere".into();
     let t = mint(&w.keys, &c);
-    w.denied(
-        TARGET_UID,
-        FDS,
-        &read_req(t, w.stack_page()),
-        "target_mismatch",
-    );
+    w.denied_token(t, "target_mismatch");
 }
 
 #[test]
@@ -182,12 +137,7 @@ fn token_for_another_pid() {
     let mut c = w.claims(TARGET_UID);
     c.target.pid = Some(u32::try_from(w.target.pid).unwrap() + 1);
     let t = mint(&w.keys, &c);
-    w.denied(
-        TARGET_UID,
-        FDS,
-        &read_req(t, w.stack_page()),
-        "pid_mismatch",
-    );
+    w.denied_token(t, "pid_mismatch");
 }
 
 #[test]
@@ -196,7 +146,7 @@ fn cgroup_outside_the_policy() {
         cgroups: vec!["/memgate-test-only/**".into()],
         ..PolicySpec::default()
     });
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     w.denied(TARGET_UID, FDS, &req, "cgroup_not_allowed");
 }
 
@@ -218,7 +168,7 @@ fn quota_grants_per_uid_exceeded() {
         grants: 2,
         bytes: 8192,
     };
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     w.denied(TARGET_UID, FDS, &req, "grants_per_uid_exceeded");
 }
 
@@ -232,7 +182,7 @@ fn quota_bytes_per_uid_exceeded() {
         grants: 1,
         bytes: (1 << 20) - 4095,
     };
-    let req = read_req(w.token(TARGET_UID), w.stack_page());
+    let req = w.stack_req(TARGET_UID);
     w.denied(TARGET_UID, FDS, &req, "bytes_per_uid_exceeded");
 }
 
@@ -246,7 +196,7 @@ fn quota_request_rate_exceeded() {
     let req = read_req(w.token(TARGET_UID), list(&[]));
     w.denied(TARGET_UID, FDS, &req, "no_regions");
     w.denied(TARGET_UID, FDS, &req, "no_regions");
-    let ok = read_req(w.token(TARGET_UID), w.stack_page());
+    let ok = w.stack_req(TARGET_UID);
     w.denied(TARGET_UID, FDS, &ok, "rate_limited");
 }
 

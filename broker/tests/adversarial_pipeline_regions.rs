@@ -47,51 +47,41 @@ fn region_across_an_unmapped_hole() {
         })
         .map(|p| (p[0].0, p[0].1))
         .unwrap();
-    let req = read_req(w.token(TARGET_UID), list(&[(s, e - s + 4096)]));
-    w.denied(TARGET_UID, FDS, &req, "region_unmapped");
+    w.denied_regions(&[(s, e - s + 4096)], "region_unmapped");
 }
 
 #[test]
 fn overflowing_region() {
     let mut w = World::new();
-    let req = read_req(
-        w.token(TARGET_UID),
-        list(&[(0xffff_ffff_ffff_f000, 0x2000)]),
-    );
-    w.denied(TARGET_UID, FDS, &req, "region_overflow");
+    w.denied_regions(&[(0xffff_ffff_ffff_f000, 0x2000)], "region_overflow");
 }
 
 #[test]
 fn unaligned_region() {
     let mut w = World::new();
     let (s, _) = w.target.mapping("[stack]");
-    let req = read_req(w.token(TARGET_UID), list(&[(s + 8, 4096)]));
-    w.denied(TARGET_UID, FDS, &req, "region_unaligned");
-    let req = read_req(w.token(TARGET_UID), list(&[(s, 100)]));
-    w.denied(TARGET_UID, FDS, &req, "region_unaligned");
+    w.denied_regions(&[(s + 8, 4096)], "region_unaligned");
+    w.denied_regions(&[(s, 100)], "region_unaligned");
 }
 
 #[test]
 fn zero_length_region() {
     let mut w = World::new();
     let (s, _) = w.target.mapping("[stack]");
-    let req = read_req(w.token(TARGET_UID), list(&[(s, 0)]));
-    w.denied(TARGET_UID, FDS, &req, "region_empty");
+    w.denied_regions(&[(s, 0)], "region_empty");
 }
 
 #[test]
 fn no_regions() {
     let mut w = World::new();
-    let req = read_req(w.token(TARGET_UID), list(&[]));
-    w.denied(TARGET_UID, FDS, &req, "no_regions");
+    w.denied_regions(&[], "no_regions");
 }
 
 #[test]
 fn overlapping_regions() {
     let mut w = World::new();
     let (s, _) = w.target.mapping("[stack]");
-    let req = read_req(w.token(TARGET_UID), list(&[(s, 8192), (s + 4096, 4096)]));
-    w.denied(TARGET_UID, FDS, &req, "region_overlap");
+    w.denied_regions(&[(s, 8192), (s + 4096, 4096)], "region_overlap");
 }
 
 #[test]
@@ -116,8 +106,7 @@ fn private_file_mapping_not_listed_by_policy() {
         .into_iter()
         .find(|m| m.2 == "r--p" && m.3.starts_with('/'))
         .unwrap();
-    let req = read_req(w.token(TARGET_UID), list(&[(m.0, 4096)]));
-    w.denied(TARGET_UID, FDS, &req, "mapping_not_allowed");
+    w.denied_regions(&[(m.0, 4096)], "mapping_not_allowed");
 }
 
 #[test]

@@ -113,6 +113,12 @@ impl Target {
             .unwrap_or_else(|| panic!("no {name} in target maps"))
     }
 
+    /// The lowest page of the target's stack, as a region list.
+    pub fn stack_page(&self) -> RegionSelection {
+        let (s, _) = self.mapping("[stack]");
+        list(&[(s, 4096)])
+    }
+
     /// Kills and reaps the target.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -256,6 +262,15 @@ pub fn export(token: String, regions: RegionSelection, access: memgate_proto::Ac
         lease_secs: 60,
         revoke_on_disconnect: false,
     })
+}
+
+/// What a requester sends with an export: pidfd, mem and maps of the target (the
+/// hardened broker cannot open another user's maps itself).
+pub const FDS: &str = "pidfd,mem,maps";
+
+/// A read-only Export request for `regions`.
+pub fn read_req(token: String, regions: RegionSelection) -> Request {
+    export(token, regions, memgate_proto::Access::Read)
 }
 
 /// One region list.

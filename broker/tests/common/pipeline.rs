@@ -5,7 +5,7 @@
 use std::os::fd::AsFd;
 
 use memgate_policy::{Policy, Usage};
-use memgate_proto::{Access, RegionSelection, Request, Response};
+use memgate_proto::{RegionSelection, Request, Response};
 use memgated::admission::{admit, AdmissionConfig, AdmissionState, Admitted, Denial, Input};
 use time::OffsetDateTime;
 
@@ -50,8 +50,25 @@ impl World {
 
     /// The lowest page of the target's stack.
     pub fn stack_page(&self) -> RegionSelection {
-        let (s, _) = self.target.mapping("[stack]");
-        list(&[(s, 4096)])
+        self.target.stack_page()
+    }
+
+    /// A read request for the stack page, with a fresh default token for `uid`.
+    pub fn stack_req(&self, uid: u32) -> Request {
+        read_req(self.token(uid), self.stack_page())
+    }
+
+    /// A requester as `uid` that has opened `FDS` about `pid` and waits for
+    /// [`Requester::go`] before sending `req`.
+    pub fn waiting(&self, uid: u32, pid: i32, req: &Request) -> Requester {
+        Requester::start(
+            uid,
+            &self.listener.path,
+            pid,
+            FDS,
+            &req.encode().expect("encode"),
+            true,
+        )
     }
 
     /// Runs one request from a requester with `uid` sending `fds` about `pid`.
@@ -106,8 +123,33 @@ impl World {
     /// Expects a denial with `code`, and that nothing was admitted or consumed.
     #[track_caller]
     pub fn denied(&mut self, uid: u32, fds: &str, req: &Request, code: &str) -> Denial {
+        let pid = self.target.pid;
+        let frame = req.encode().expect("encode");
+        let mut r = Requester::start(uid, &self.listener.path, pid, fds, &frame, false);
+        self.serve_denied(&mut r, code)
+    }
+
+    /// The target's uid sends `FDS` and a read request of the stack page carrying `token`;
+    /// expects a denial with `code` (see [`World::denied`]).
+    #[track_caller]
+    pub fn denied_token(&mut self, token: String, code: &str) -> Denial {
+        let req = read_req(token, self.stack_page());
+        self.denied(TARGET_UID, FDS, &req, code)
+    }
+
+    /// The target's uid asks to read `regions` with a fresh default token and `FDS`;
+    /// expects a denial with `code` (see [`World::denied`]).
+    #[track_caller]
+    pub fn denied_regions(&mut self, regions: &[(u64, u64)], code: &str) -> Denial {
+        let req = read_req(self.token(TARGET_UID), list(regions));
+        self.denied(TARGET_UID, FDS, &req, code)
+    }
+
+    /// Serves `r`; expects a denial with `code`, and that nothing was admitted or consumed.
+    #[track_caller]
+    pub fn serve_denied(&mut self, r: &mut Requester, code: &str) -> Denial {
         let before = self.state.replay.len();
-        let d = match self.run(uid, fds, req) {
+        let d = match self.serve(r) {
             Ok(a) => panic!("admitted, expected {code}: {a:?}"),
             Err(d) => d,
         };
@@ -119,11 +161,4 @@ impl World {
         );
         d
     }
-}
-
-/// What a requester sends with an export: pidfd, mem and maps of the target.
-pub const FDS: &str = "pidfd,mem,maps";
-
-pub fn read_req(token: String, regions: RegionSelection) -> Request {
-    export(token, regions, Access::Read)
 }
