@@ -2,7 +2,6 @@
 //! directory with a configuration, the admin key, the signed policy and the audit log;
 //! waits for `READY=1` on a private `NOTIFY_SOCKET`; kills the broker on drop.
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 use memgate_proto::{BrokerClient, Request, Response, StatusInfo};
 use serde_json::Value;
 
-use super::{policy_text, Keys, PolicySpec};
+use super::{daemon, policy_text, Keys, PolicySpec};
 
 /// A running (or failed) memgated.
 pub struct Broker {
@@ -62,21 +61,7 @@ impl Broker {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn memgated");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let sink = stderr.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    if let Ok(mut s) = sink.lock() {
-                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    }
-                }
-            });
-        }
+        let stderr = daemon::collect_stderr(&mut child);
         Broker {
             socket: p.join("broker.sock"),
             policy_path,
@@ -100,22 +85,12 @@ impl Broker {
 
     /// Its stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+        daemon::collected(&self.stderr)
     }
 
     /// Waits for a notification starting with `prefix`.
     pub fn wait_notify(&self, prefix: &str, timeout: Duration) -> Option<String> {
-        let end = Instant::now() + timeout;
-        let mut buf = [0u8; 4096];
-        while Instant::now() < end {
-            if let Ok(n) = self.notify.recv(&mut buf) {
-                let m = String::from_utf8_lossy(&buf[..n]).to_string();
-                if m.starts_with(prefix) {
-                    return Some(m);
-                }
-            }
-        }
-        None
+        daemon::wait_notify(&self.notify, prefix, timeout)
     }
 
     /// Waits for the broker to exit.

@@ -5,6 +5,9 @@
 #![allow(dead_code)]
 
 pub mod broker;
+/// The memgated process plumbing shared with the lifecycle harness.
+#[path = "../support/daemon.rs"]
+pub mod daemon;
 pub mod pipeline;
 
 use std::io::{BufRead, BufReader, Write};

@@ -20,6 +20,8 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
@@ -326,21 +328,7 @@ impl Broker {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawning memgated: {e}"))?;
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let sink = stderr.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    if let Ok(mut s) = sink.lock() {
-                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    }
-                }
-            });
-        }
+        let stderr = daemon::collect_stderr(&mut child);
         Ok(Broker {
             socket: p.join("run/broker.sock"),
             audit_path: p.join("log/audit.jsonl"),
@@ -355,22 +343,12 @@ impl Broker {
 
     /// What the broker wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+        daemon::collected(&self.stderr)
     }
 
     /// Waits for a notification starting with `prefix`; returns the message.
     pub fn wait_notify(&self, prefix: &str, timeout: Duration) -> Option<String> {
-        let end = Instant::now() + timeout;
-        let mut buf = [0u8; 4096];
-        while Instant::now() < end {
-            if let Ok(n) = self.notify.recv(&mut buf) {
-                let m = String::from_utf8_lossy(&buf[..n]).to_string();
-                if m.starts_with(prefix) {
-                    return Some(m);
-                }
-            }
-        }
-        None
+        daemon::wait_notify(&self.notify, prefix, timeout)
     }
 
     fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
