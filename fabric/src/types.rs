@@ -210,6 +210,38 @@ pub enum FabricEvent {
         rkey: u32,
         reason: String,
     },
+    /// A peer failed to authenticate (a bad signature, a grant with no live key, a peer
+    /// key no live key of the grant is bound to, a handshake that timed out or broke the
+    /// protocol). Rate-limited per responder: `suppressed` counts the failures since the
+    /// previous `AuthFailed` that were not reported on their own.
+    AuthFailed {
+        /// Who connected, as the transport names it: `IP:PORT` for TCP, `uid:N` for a
+        /// Unix socket, `unknown` when the OS could not say.
+        peer_addr: String,
+        /// The grant the peer claimed, if it got as far as saying one.
+        grant: Option<[u8; 16]>,
+        /// The public key the peer claimed, if it got as far as saying one (a claim only:
+        /// when the signature was bad nothing shows the peer holds its secret).
+        peer: Option<[u8; 32]>,
+        /// Why: one of the `FabricEvent::AUTH_*` strings.
+        reason: &'static str,
+        /// Failures not reported since the previous `AuthFailed` of this responder.
+        suppressed: u64,
+    },
+}
+
+/// Stable `reason` strings of [`FabricEvent::AuthFailed`].
+impl FabricEvent {
+    /// The signature over the set-up transcript did not verify under the claimed key.
+    pub const AUTH_BAD_SIGNATURE: &'static str = "bad_signature";
+    /// No live key (unexpired, unrevoked) belongs to the claimed grant.
+    pub const AUTH_UNKNOWN_GRANT: &'static str = "unknown_grant";
+    /// The grant has live keys, but none is bound to the claimed peer key.
+    pub const AUTH_PEER_KEY_MISMATCH: &'static str = "peer_key_mismatch";
+    /// The handshake did not complete within the responder's handshake timeout.
+    pub const AUTH_HANDSHAKE_TIMEOUT: &'static str = "handshake_timeout";
+    /// The peer sent frames out of order, malformed, or of another wire version.
+    pub const AUTH_PROTOCOL: &'static str = "protocol";
 }
 
 /// Where the responder delivers [`FabricEvent`]s. Called on the connection's thread;

@@ -99,6 +99,26 @@ impl Server {
                     json!({"grant": GrantId(grant).to_string(), "rkey": rkey, "reason": reason}),
                 );
             }
+            FabricEvent::AuthFailed {
+                peer_addr,
+                grant,
+                peer,
+                reason,
+                suppressed,
+            } => {
+                // The claimed key only as its fingerprint; signatures never leave the
+                // responder.
+                self.audit.record(
+                    "fabric_auth_failed",
+                    json!({
+                        "peer_addr": peer_addr,
+                        "grant": grant.map(|g| GrantId(g).to_string()),
+                        "peer": peer.map(|p| fingerprint(&p)),
+                        "reason": reason,
+                        "suppressed": suppressed,
+                    }),
+                );
+            }
         }
     }
 

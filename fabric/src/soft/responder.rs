@@ -2,6 +2,7 @@
 //! connection (each reads requests, preads target memory and writes replies itself —
 //! no cross-thread hand-off on the READ path).
 
+use super::authlog::AuthFailLimiter;
 use super::serve;
 use super::stream::{PeerTag, Stream};
 use super::table::Table;
@@ -36,6 +37,9 @@ pub struct SoftLimits {
     /// Most connections still in set-up from one peer (TCP: one IP address; Unix: one
     /// uid), so one host cannot hold every slot with connections that never authenticate.
     pub max_handshakes_per_peer: usize,
+    /// Most [`FabricEvent::AuthFailed`](crate::FabricEvent::AuthFailed) reported per
+    /// second; further failures are counted into the next report's `suppressed`.
+    pub auth_failures_per_sec: u32,
 }
 
 impl Default for SoftLimits {
@@ -46,6 +50,7 @@ impl Default for SoftLimits {
             write_timeout: Duration::from_secs(30),
             max_connections: MAX_CONNECTIONS,
             max_handshakes_per_peer: 16,
+            auth_failures_per_sec: 10,
         }
     }
 }
@@ -56,6 +61,7 @@ pub(crate) struct Shared {
     pub(crate) events: EventSink,
     pub(crate) stop: AtomicBool,
     pub(crate) limits: SoftLimits,
+    pub(crate) auth_failures: AuthFailLimiter,
     conns: Mutex<HashMap<u64, Stream>>,
     /// Connections in set-up per peer.
     pending: Mutex<HashMap<PeerTag, usize>>,
@@ -162,6 +168,7 @@ impl SoftResponder {
             events,
             stop: AtomicBool::new(false),
             limits,
+            auth_failures: AuthFailLimiter::new(limits.auth_failures_per_sec),
             conns: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),

@@ -29,8 +29,11 @@ pub(crate) fn refuse(mut s: Stream, why: &str) {
 
 #[derive(Debug)]
 enum HandshakeError {
+    /// The connection broke (or the peer closed it): nothing to answer or report.
     Io,
-    Refused(u32, String),
+    /// Answer with an ERROR frame of this code and message; the reason, when the failure
+    /// is the peer's, is reported as [`FabricEvent::AuthFailed`].
+    Refused(u32, Option<&'static str>, String),
 }
 
 impl From<io::Error> for HandshakeError {
@@ -45,7 +48,7 @@ impl From<WireError> for HandshakeError {
             WireError::BadVersion(_) => code::VERSION,
             _ => code::MALFORMED,
         };
-        HandshakeError::Refused(c, e.to_string())
+        HandshakeError::Refused(c, Some(FabricEvent::AUTH_PROTOCOL), e.to_string())
     }
 }
 
@@ -57,6 +60,7 @@ fn read_by(s: &mut Stream, buf: &mut [u8], deadline: Instant) -> Result<(), Hand
         if left.is_zero() {
             return Err(HandshakeError::Refused(
                 code::TIMEOUT,
+                Some(FabricEvent::AUTH_HANDSHAKE_TIMEOUT),
                 "handshake timed out".into(),
             ));
         }
@@ -92,15 +96,24 @@ fn read_frame<'a>(
         Some((f, _)) => Ok(f),
         None => Err(HandshakeError::Refused(
             code::MALFORMED,
+            Some(FabricEvent::AUTH_PROTOCOL),
             "truncated frame".into(),
         )),
     }
+}
+
+/// What a peer claimed during set-up, for the audit of a failure.
+#[derive(Default)]
+struct Claim {
+    grant: Option<[u8; 16]>,
+    peer: Option<[u8; 32]>,
 }
 
 fn handshake(
     s: &mut Stream,
     shared: &Shared,
     pending: PendingGuard,
+    claim: &mut Claim,
 ) -> Result<([u8; 16], [u8; 32]), HandshakeError> {
     let deadline = Instant::now() + shared.limits.handshake_timeout;
     let mut buf = [0u8; 8 + wire::MAX_REQUEST_BODY];
@@ -111,6 +124,8 @@ fn handshake(
             peer,
             nonce,
         } => {
+            claim.grant = Some(grant);
+            claim.peer = Some(peer);
             if version != wire::VERSION {
                 return Err(WireError::BadVersion(version).into());
             }
@@ -119,12 +134,13 @@ fn handshake(
         _ => {
             return Err(HandshakeError::Refused(
                 code::UNAUTHENTICATED,
+                Some(FabricEvent::AUTH_PROTOCOL),
                 "expected HELLO: nothing is served before authentication".into(),
             ))
         }
     };
-    let snonce =
-        auth::nonce().map_err(|e| HandshakeError::Refused(code::UNAVAILABLE, e.to_string()))?;
+    let snonce = auth::nonce()
+        .map_err(|e| HandshakeError::Refused(code::UNAVAILABLE, None, e.to_string()))?;
     let mut out = Vec::with_capacity(64);
     wire::put_challenge(&mut out, &snonce);
     s.write_all(&out)?;
@@ -133,16 +149,28 @@ fn handshake(
         _ => {
             return Err(HandshakeError::Refused(
                 code::UNAUTHENTICATED,
+                Some(FabricEvent::AUTH_PROTOCOL),
                 "expected AUTH".into(),
             ))
         }
     };
     if !auth::PROOF.verify(&peer, &grant, &cnonce, &snonce, &sig) {
-        return Err(HandshakeError::Refused(code::AUTH, "bad signature".into()));
-    }
-    if !shared.table.grant_has_peer(&grant, &peer) {
         return Err(HandshakeError::Refused(
             code::AUTH,
+            Some(FabricEvent::AUTH_BAD_SIGNATURE),
+            "bad signature".into(),
+        ));
+    }
+    if !shared.table.grant_has_peer(&grant, &peer) {
+        // The peer is told the same either way; the audit says which.
+        let why = if shared.table.grant_is_live(&grant) {
+            FabricEvent::AUTH_PEER_KEY_MISMATCH
+        } else {
+            FabricEvent::AUTH_UNKNOWN_GRANT
+        };
+        return Err(HandshakeError::Refused(
+            code::AUTH,
+            Some(why),
             "no live key of this grant is bound to this peer key".into(),
         ));
     }
@@ -159,9 +187,18 @@ fn handshake(
 pub(crate) fn serve(mut s: Stream, shared: &Shared, pending: PendingGuard) {
     let _ = s.tune();
     let _ = s.set_write_timeout(Some(shared.limits.write_timeout));
-    let (grant, peer) = match handshake(&mut s, shared, pending) {
+    let mut claim = Claim::default();
+    let (grant, peer) = match handshake(&mut s, shared, pending, &mut claim) {
         Ok(gp) => gp,
-        Err(HandshakeError::Refused(c, msg)) => {
+        Err(HandshakeError::Refused(c, why, msg)) => {
+            if let Some(why) = why.filter(|_| !shared.stop.load(Ordering::Acquire)) {
+                let ev = shared
+                    .auth_failures
+                    .event(s.peer_label(), claim.grant, claim.peer, why);
+                if let Some(ev) = ev {
+                    (shared.events)(ev);
+                }
+            }
             let mut b = Vec::new();
             wire::put_error(&mut b, c, &msg);
             let _ = s.write_all(&b);

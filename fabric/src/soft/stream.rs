@@ -87,6 +87,20 @@ impl Stream {
         }
     }
 
+    /// The peer as the audit names it: `IP:PORT` for TCP, `uid:N` for a Unix socket.
+    pub(crate) fn peer_label(&self) -> String {
+        match self {
+            Stream::Tcp(s) => s
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            Stream::Unix(_) => match self.peer_tag() {
+                PeerTag::Uid(u) => format!("uid:{u}"),
+                _ => "unknown".into(),
+            },
+        }
+    }
+
     /// TCP_NODELAY on TCP; nothing for Unix.
     pub(crate) fn tune(&self) -> io::Result<()> {
         match self {

@@ -169,6 +169,16 @@ impl Table {
             .any(|k| &k.grant == grant && &k.peer == peer && k.expires > now)
     }
 
+    /// Whether any live key belongs to `grant` (for telling an unknown grant from a
+    /// wrong peer key in the audit; the peer is told the same either way).
+    pub(crate) fn grant_is_live(&self, grant: &[u8; 16]) -> bool {
+        let now = SystemTime::now();
+        self.read()
+            .keys
+            .values()
+            .any(|k| &k.grant == grant && k.expires > now)
+    }
+
     /// Check one request; on success the key (holding its memory source).
     pub(crate) fn check(
         &self,
