@@ -2,7 +2,7 @@
 //! `docs/fabric-soft.md`; [`wire`] is the frame codec.
 
 mod auth;
-mod authlog;
+pub(crate) mod authlog;
 mod initiator;
 mod responder;
 mod serve;

@@ -9,6 +9,33 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
+/// The remote address of a connected (or connecting) cm id as `IP:PORT`, for the audit
+/// of a failed set-up; `unknown` when it is not an IP address.
+pub(crate) fn peer_label(id: *mut rdma_cm_id) -> String {
+    if id.is_null() {
+        return "unknown".into();
+    }
+    // SAFETY: id is a live cm id of the caller's connection; rdma_cm filled its route's
+    // destination address (a sockaddr_storage-sized union) when the request arrived.
+    let sa: &libc::sockaddr = unsafe { rdma_get_peer_addr(&*id) };
+    let sa_ptr: *const libc::sockaddr = sa;
+    match i32::from(sa.sa_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says sockaddr_in, which fits in the union.
+            let sin = unsafe { &*sa_ptr.cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            SocketAddr::from((ip, u16::from_be(sin.sin_port))).to_string()
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says sockaddr_in6, which fits in the union.
+            let sin6 = unsafe { &*sa_ptr.cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            SocketAddr::from((ip, u16::from_be(sin6.sin6_port))).to_string()
+        }
+        _ => "unknown".into(),
+    }
+}
+
 /// The "no RDMA device" error with a hint.
 pub(crate) fn no_device(detail: impl std::fmt::Display) -> FabricError {
     FabricError::NoDevice(format!(

@@ -78,6 +78,9 @@ pub(crate) struct Conn {
     pub(crate) deadline: std::time::Instant,
 }
 
+/// Most `AuthFailed` events reported per second (as the soft provider's default).
+const AUTH_FAILURES_PER_SEC: u32 = 10;
+
 pub(crate) struct State {
     pub(crate) regions: HashMap<u64, RegionEntry>,
     pub(crate) keys: HashMap<u32, KeyEntry>,
@@ -87,6 +90,8 @@ pub(crate) struct State {
     pub(crate) next_region: u64,
     pub(crate) next_conn: u64,
     pub(crate) last_watch: std::time::Instant,
+    /// Rate limit of `AuthFailed` reports.
+    pub(crate) auth_failures: crate::soft::authlog::AuthFailLimiter,
 }
 
 impl Default for State {
@@ -99,6 +104,7 @@ impl Default for State {
             next_region: 0,
             next_conn: 0,
             last_watch: std::time::Instant::now(),
+            auth_failures: crate::soft::authlog::AuthFailLimiter::new(AUTH_FAILURES_PER_SEC),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! refused).
 
 use super::auth;
+use super::cm;
 use super::keys::{bind_key, destroy_key};
 use super::msg::{self, code, Msg};
 use super::qp::{self, ack, Qp, QpSize, TAG_RECV};
@@ -238,6 +239,20 @@ fn refuse(c: &mut Conn, code: u32, why: &str) {
     unsafe { rdma_disconnect(c.qp.id) };
 }
 
+/// Queue an `AuthFailed` report unless the rate limit suppresses it.
+fn auth_failed(
+    st: &mut State,
+    peer_addr: String,
+    claim: Option<([u8; 16], [u8; 32])>,
+    reason: &'static str,
+    evs: &mut Vec<FabricEvent>,
+) {
+    let (grant, peer) = claim.map_or((None, None), |(g, p)| (Some(g), Some(p)));
+    if let Some(ev) = st.auth_failures.event(peer_addr, grant, peer, reason) {
+        evs.push(ev);
+    }
+}
+
 fn authenticate(
     st: &mut State,
     conn: u64,
@@ -250,7 +265,15 @@ fn authenticate(
         return;
     };
     if !auth::PROOF.verify(&peer, &grant, &c.cnonce, &c.snonce, &sig) {
-        return refuse(c, code::AUTH, "bad signature");
+        let addr = cm::peer_label(c.qp.id);
+        refuse(c, code::AUTH, "bad signature");
+        return auth_failed(
+            st,
+            addr,
+            Some((grant, peer)),
+            FabricEvent::AUTH_BAD_SIGNATURE,
+            evs,
+        );
     }
     trace!("conn {conn}: signature verified");
     let now = SystemTime::now();
@@ -263,14 +286,26 @@ fn authenticate(
         .map(|(r, _)| *r)
         .collect();
     if rkeys.is_empty() {
-        if let Some(c) = st.conns.get_mut(&conn) {
-            refuse(
-                c,
-                code::AUTH,
-                "no live key of this grant is bound to this peer key",
-            );
-        }
-        return;
+        let Some(c) = st.conns.get_mut(&conn) else {
+            return;
+        };
+        let addr = cm::peer_label(c.qp.id);
+        refuse(
+            c,
+            code::AUTH,
+            "no live key of this grant is bound to this peer key",
+        );
+        // The peer is told the same either way; the audit says which.
+        let live = st
+            .keys
+            .values()
+            .any(|k| k.spec.grant == grant && !k.expired && k.spec.expires > now);
+        let why = if live {
+            FabricEvent::AUTH_PEER_KEY_MISMATCH
+        } else {
+            FabricEvent::AUTH_UNKNOWN_GRANT
+        };
+        return auth_failed(st, addr, Some((grant, peer)), why, evs);
     }
     for r in rkeys {
         if let Err(e) = bind_key(st, r, conn) {
@@ -362,7 +397,15 @@ fn housekeeping(inner: &Inner, evs: &mut Vec<FabricEvent>) {
         if closing {
             teardown(&mut st, id, evs);
         } else if let Some(c) = st.conns.get_mut(&id) {
+            let addr = cm::peer_label(c.qp.id);
             refuse(c, code::AUTH, "authentication timed out");
+            auth_failed(
+                &mut st,
+                addr,
+                None,
+                FabricEvent::AUTH_HANDSHAKE_TIMEOUT,
+                evs,
+            );
         }
     }
 }
