@@ -209,7 +209,8 @@ fn a_flood_of_failures_is_rate_limited_and_the_rest_counted() {
     // Each refused connection's event is emitted before its ERROR is written, so every
     // event of the flood is already in the channel.
     let reported: Vec<FabricEvent> = rx.try_iter().collect();
-    let windows = flood_took.as_secs() + 1;
+    // One-second windows the flood may touch (it need not start at a window's start).
+    let windows = flood_took.as_secs() + 2;
     assert!(
         (reported.len() as u64) <= 3 * windows,
         "{} events in {flood_took:?}",
