@@ -198,6 +198,18 @@ impl Lab {
         lab
     }
 
+    /// Runs `memgate ARGS --socket <this broker's socket>` to completion (stdin closed,
+    /// output collected).
+    pub fn memgate(&self, args: &[&str]) -> Output {
+        Command::new(bin("memgate"))
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run memgate")
+    }
+
     /// Broker status, if it answers.
     pub fn status(&self) -> Option<StatusInfo> {
         let mut c = BrokerClient::connect(&self.socket).ok()?;
@@ -240,6 +252,23 @@ impl Lab {
         std::fs::write(&p, t).expect("token file");
         p
     }
+}
+
+/// Starts the demo target (`memgate __demo-target`) holding `size` bytes filled from
+/// `seed`; returns it and the JSON line in which it describes itself (pid, regions).
+pub fn demo_target(size: u64, seed: u64) -> (Proc, String) {
+    let mut child = Command::new(bin("memgate"))
+        .args(["__demo-target", "--size", &size.to_string()])
+        .args(["--seed", &seed.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("demo target");
+    let out = child.stdout.take().expect("stdout");
+    let target = Proc::new(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+        .expect("the target describes itself");
+    (target, line)
 }
 
 /// Waits until `cond` holds or `secs` pass; returns whether it held.

@@ -2,33 +2,19 @@
 //! the token's own `lease` claim (an explicit longer one is still denied), a token file is
 //! accepted as the plain argument, and denials name their code once.
 
-use memgate_tests::{bin, Lab, Proc};
-use std::io::{BufRead, BufReader};
+use memgate_tests::{bin, demo_target, Lab, Proc};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn target() -> Proc {
-    let mut t = Command::new(bin("memgate"))
-        .args(["__demo-target", "--size", "1048576", "--seed", "3"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("target");
-    let mut line = String::new();
-    BufReader::new(t.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("target describes itself");
-    Proc::new(t)
+    demo_target(1048576, 3).0
 }
 
 fn export(lab: &Lab, pid: u32, token_arg: &str, extra: &[&str]) -> Output {
-    Command::new(bin("memgate"))
-        .args(["export", "--pid", &pid.to_string(), "--token", token_arg])
-        .arg("--socket")
-        .arg(&lab.socket)
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .expect("memgate export")
+    let pid = pid.to_string();
+    let mut args = vec!["export", "--pid", &pid, "--token", token_arg];
+    args.extend_from_slice(extra);
+    lab.memgate(&args)
 }
 
 fn stderr(o: &Output) -> String {

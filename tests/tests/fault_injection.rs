@@ -5,8 +5,7 @@
 //! never reads a wrong or zero page, the grant is never committed, and nothing stays
 //! registered in the broker.
 
-use memgate_tests::{bin, eventually, Lab, Proc, SIGBUS, SIGKILL};
-use std::io::{BufRead, BufReader};
+use memgate_tests::{bin, demo_target, eventually, Lab, Proc, SIGBUS, SIGKILL};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -26,16 +25,7 @@ fn start(tag: &str) -> Run {
 /// Like [`start`], with the destination's touch options `dest_args`.
 fn start_with(tag: &str, dest_args: &[&str]) -> Run {
     let lab = Lab::start(tag);
-    let mut t = Command::new(bin("memgate"))
-        .args(["__demo-target", "--size", "6291456", "--seed", "5"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("target");
-    let mut line = String::new();
-    BufReader::new(t.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("info");
-    let target = Proc::new(t);
+    let (target, line) = demo_target(6291456, 5);
     let info: serde_json::Value = serde_json::from_str(&line).expect("info json");
     let regions: Vec<String> = info["regions"]
         .as_array()
@@ -141,6 +131,16 @@ fn assert_destination_failed_closed(dest: Output) {
     );
 }
 
+/// `memgate revoke` of the run's grant, which must succeed.
+fn revoke(r: &Run) {
+    let rv = r.lab.memgate(&["revoke", &r.grant_id]);
+    assert!(
+        rv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rv.stderr)
+    );
+}
+
 fn assert_nothing_registered(lab: &Lab) {
     assert!(
         eventually(10, || lab
@@ -154,17 +154,7 @@ fn assert_nothing_registered(lab: &Lab) {
 #[test]
 fn revoking_mid_migration_fails_closed() {
     let r = start("revoke");
-    let rv = Command::new(bin("memgate"))
-        .args(["revoke", &r.grant_id])
-        .arg("--socket")
-        .arg(&r.lab.socket)
-        .output()
-        .expect("revoke");
-    assert!(
-        rv.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rv.stderr)
-    );
+    revoke(&r);
     let fs = r.fault_server.output();
     let fe = String::from_utf8_lossy(&fs.stderr);
     assert!(
@@ -203,12 +193,7 @@ fn killing_the_fault_server_mid_migration_fails_closed() {
     r.fault_server.signal(SIGKILL);
     assert_destination_failed_closed(r.dest.output());
     // Not committed: the grant is still active, waiting for a COMMIT that never comes.
-    let g = Command::new(bin("memgate"))
-        .args(["grants", "--json"])
-        .arg("--socket")
-        .arg(&r.lab.socket)
-        .output()
-        .expect("grants");
+    let g = r.lab.memgate(&["grants", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&g.stdout).expect("grants json");
     assert_eq!(list[0]["state"], "active", "{list}");
     // The requester gives up (dies): its grant is revoked with its connection.
@@ -247,17 +232,7 @@ fn exited(pid: u32) -> bool {
 #[test]
 fn revoking_while_nothing_faults_is_noticed() {
     let r = start_with("idle-revoke", &["--pattern", "idle"]);
-    let rv = Command::new(bin("memgate"))
-        .args(["revoke", &r.grant_id])
-        .arg("--socket")
-        .arg(&r.lab.socket)
-        .output()
-        .expect("revoke");
-    assert!(
-        rv.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rv.stderr)
-    );
+    revoke(&r);
     let pid = r.fault_server.pid();
     assert!(
         eventually(10, || exited(pid)),
