@@ -70,37 +70,19 @@ fn requester_without_ptrace_rights_sending_another_processes_mem() {
 fn mem_fd_of_a_different_process_than_the_pidfd() {
     let mut w = World::new();
     let second = Target::spawn(TARGET_UID);
-    let req = w.stack_req(TARGET_UID);
-    w.denied(
-        TARGET_UID,
-        &format!("pidfd,mem:{},maps", second.pid),
-        &req,
-        "mem_fd_mismatch",
-    );
+    w.denied_fds(&format!("pidfd,mem:{},maps", second.pid), "mem_fd_mismatch");
 }
 
 #[test]
 fn proc_self_mem_of_the_requester() {
     let mut w = World::new();
-    let req = w.stack_req(TARGET_UID);
-    w.denied(
-        TARGET_UID,
-        "pidfd,selfmem,maps",
-        &req,
-        "mem_fd_is_requester",
-    );
+    w.denied_fds("pidfd,selfmem,maps", "mem_fd_is_requester");
 }
 
 #[test]
 fn requester_naming_itself_as_target() {
     let mut w = World::new();
-    let req = w.stack_req(TARGET_UID);
-    w.denied(
-        TARGET_UID,
-        "selfpidfd,selfmem,maps",
-        &req,
-        "target_is_requester",
-    );
+    w.denied_fds("selfpidfd,selfmem,maps", "target_is_requester");
 }
 
 #[test]
@@ -153,8 +135,7 @@ fn read_write_with_a_read_only_mem_fd() {
 #[test]
 fn mem_fd_opened_write_only() {
     let mut w = World::new();
-    let req = w.stack_req(TARGET_UID);
-    w.denied(TARGET_UID, "pidfd,memwo,maps", &req, "mem_fd_not_readable");
+    w.denied_fds("pidfd,memwo,maps", "mem_fd_not_readable");
 }
 
 #[test]

@@ -59,20 +59,24 @@ fn committed(src: &LocalSource) -> bool {
         .any(|e| matches!(e, FabricEvent::Commit { .. }))
 }
 
+/// `memgate fault-serve --grant GRANT --peer-key KEY`, to be completed by the caller.
+fn fault_serve(grant: &Path, key: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("fault-serve")
+        .arg("--grant")
+        .arg(grant)
+        .arg("--peer-key")
+        .arg(key);
+    c
+}
+
 #[test]
 fn mirror_is_byte_identical_to_the_source_and_commits() {
     let t = target(8 << 20);
     let src = source_of(&t);
     let dir = tempfile::tempdir().expect("tmp");
     let (g, k) = files(dir.path(), &src);
-    let out = Command::new(BIN)
-        .arg("fault-serve")
-        .args([
-            "--grant".as_ref(),
-            g.as_os_str(),
-            "--peer-key".as_ref(),
-            k.as_os_str(),
-        ])
+    let out = fault_serve(&g, &k)
         .args([
             "--mirror",
             "--json",
@@ -105,14 +109,7 @@ fn run_pair(
 ) -> (Child, Child) {
     let (g, k) = files(dir, src);
     let sock = dir.join("uffd.sock");
-    let fs = Command::new(BIN)
-        .arg("fault-serve")
-        .args([
-            "--grant".as_ref(),
-            g.as_os_str(),
-            "--peer-key".as_ref(),
-            k.as_os_str(),
-        ])
+    let fs = fault_serve(&g, &k)
         .args(["--uffd-socket".as_ref(), sock.as_os_str()])
         .arg("--json")
         .args(extra_fs)

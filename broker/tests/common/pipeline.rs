@@ -137,6 +137,14 @@ impl World {
         self.denied(TARGET_UID, FDS, &req, code)
     }
 
+    /// The target's uid sends `fds` with a read request of the stack page (fresh default
+    /// token); expects a denial with `code` (see [`World::denied`]).
+    #[track_caller]
+    pub fn denied_fds(&mut self, fds: &str, code: &str) -> Denial {
+        let req = self.stack_req(TARGET_UID);
+        self.denied(TARGET_UID, fds, &req, code)
+    }
+
     /// The target's uid asks to read `regions` with a fresh default token and `FDS`;
     /// expects a denial with `code` (see [`World::denied`]).
     #[track_caller]

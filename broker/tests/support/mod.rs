@@ -492,20 +492,11 @@ impl Target {
     /// Spawns a target running as `uid` (and gid `uid`) with `pages` filled pages.
     pub fn spawn(uid: u32, pages: u64) -> std::io::Result<Target> {
         let seed = (uid % 251) as u8;
-        let exe = std::env::current_exe()?;
-        let mut cmd = Command::new(exe);
-        cmd.args([
-            "--exact",
-            "support::target_entry",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("MEMGATE_TEST_TARGET", format!("{pages} {seed}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        let mut cmd = entry_command(std::env::current_exe()?);
+        cmd.env("MEMGATE_TEST_TARGET", format!("{pages} {seed}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         drop_to(&mut cmd, uid);
         let mut child = cmd.spawn()?;
         let stdout = child
@@ -744,10 +735,10 @@ fn drop_to(cmd: &mut Command, uid: u32) {
     }
 }
 
-/// Runs this test binary in client mode as `uid` and returns what it printed as the
-/// result (`MEMGATE_TEST_CLIENT=spec`).
-pub fn run_client_as(uid: u32, spec: &str) -> String {
-    let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+/// This test binary (`exe`) set to run only the ignored `support::target_entry` test,
+/// whose role (target or client) the caller picks with an environment variable.
+fn entry_command(exe: PathBuf) -> Command {
+    let mut cmd = Command::new(exe);
     cmd.args([
         "--exact",
         "support::target_entry",
@@ -755,10 +746,17 @@ pub fn run_client_as(uid: u32, spec: &str) -> String {
         "--nocapture",
         "--test-threads",
         "1",
-    ])
-    .env("MEMGATE_TEST_CLIENT", spec)
-    .stdin(Stdio::null())
-    .stderr(Stdio::null());
+    ]);
+    cmd
+}
+
+/// Runs this test binary in client mode as `uid` and returns what it printed as the
+/// result (`MEMGATE_TEST_CLIENT=spec`).
+pub fn run_client_as(uid: u32, spec: &str) -> String {
+    let mut cmd = entry_command(std::env::current_exe().expect("current exe"));
+    cmd.env("MEMGATE_TEST_CLIENT", spec)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
     drop_to(&mut cmd, uid);
     let out = cmd.output().expect("client process");
     String::from_utf8_lossy(&out.stdout)
