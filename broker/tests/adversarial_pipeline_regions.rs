@@ -100,12 +100,7 @@ fn regions_in_vvar_vdso_and_vsyscall() {
 #[test]
 fn private_file_mapping_not_listed_by_policy() {
     let mut w = World::new();
-    let m = w
-        .target
-        .maps()
-        .into_iter()
-        .find(|m| m.2 == "r--p" && m.3.starts_with('/'))
-        .unwrap();
+    let m = w.target.readonly_file_mapping();
     w.denied_regions(&[(m.0, 4096)], "mapping_not_allowed");
 }
 
@@ -118,12 +113,7 @@ fn read_write_of_a_read_only_mapping() {
     });
     let mut c = w.claims(TARGET_UID);
     c.access = memgate_policy::Access::ReadWrite;
-    let m = w
-        .target
-        .maps()
-        .into_iter()
-        .find(|m| m.2 == "r--p" && m.3.starts_with('/'))
-        .unwrap();
+    let m = w.target.readonly_file_mapping();
     let req = export(mint(&w.keys, &c), list(&[(m.0, 4096)]), Access::ReadWrite);
     w.denied(TARGET_UID, "pidfd,memrw,maps", &req, "region_not_writable");
 }

@@ -4,21 +4,9 @@
 
 mod support;
 
-use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use support::*;
-
-fn wait_exit(b: &mut Broker, timeout: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if let Ok(Some(st)) = b.child.try_wait() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
 
 fn policy(pki: &Pki, serial: u64, max_lease: u64) -> String {
     let mut spec = PolicySpec::new();
@@ -30,7 +18,9 @@ fn policy(pki: &Pki, serial: u64, max_lease: u64) -> String {
 /// Starts `policy` on the files of `b` and expects a refusal with `code` in the audit log.
 fn expect_refused(b: Broker, pki: &Pki, policy: &str, code: &str, words: &str) -> Broker {
     let mut b = b.respawn(pki, policy, &[]).expect("respawn");
-    let st = wait_exit(&mut b, Duration::from_secs(20)).expect("refused start exits");
+    let st = b
+        .wait_exit(Duration::from_secs(20))
+        .expect("refused start exits");
     assert_eq!(st.code(), Some(1), "{}", b.stderr());
     let err = b.stderr();
     assert!(err.contains(words), "{err}");
@@ -133,7 +123,7 @@ fn a_failed_start_leaves_no_socket_file() {
         &["--fabric-listen", &listen],
     )
     .expect("spawn");
-    let st = wait_exit(&mut b, Duration::from_secs(20)).expect("exits");
+    let st = b.wait_exit(Duration::from_secs(20)).expect("exits");
     assert_eq!(st.code(), Some(1), "{}", b.stderr());
     assert!(b.stderr().contains("fabric"), "{}", b.stderr());
     assert!(

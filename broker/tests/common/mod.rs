@@ -116,6 +116,15 @@ impl Target {
             .unwrap_or_else(|| panic!("no {name} in target maps"))
     }
 
+    /// The first read-only private file mapping (a library's or the program's text or
+    /// constants): (start, end, perms, path).
+    pub fn readonly_file_mapping(&self) -> (u64, u64, String, String) {
+        self.maps()
+            .into_iter()
+            .find(|m| m.2 == "r--p" && m.3.starts_with('/'))
+            .expect("a read-only file mapping in the target")
+    }
+
     /// The lowest page of the target's stack, as a region list.
     pub fn stack_page(&self) -> RegionSelection {
         let (s, _) = self.mapping("[stack]");

@@ -1,10 +1,11 @@
 //! The process plumbing both broker harnesses share (the lifecycle `support` module and
 //! the adversarial `common` module): collecting a child's stderr on a thread, and waiting
-//! for a systemd-style notification on the private `NOTIFY_SOCKET` datagram socket.
+//! for a systemd-style notification on the private `NOTIFY_SOCKET` datagram socket, and
+//! waiting for the broker to exit.
 
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
-use std::process::Child;
+use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,18 @@ pub fn wait_notify(notify: &UnixDatagram, prefix: &str, timeout: Duration) -> Op
                 return Some(m);
             }
         }
+    }
+    None
+}
+
+/// Waits (at most `timeout`) for `child` to exit; its status, or `None` if it still runs.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     None
 }

@@ -436,14 +436,12 @@ impl Broker {
     /// SIGTERM and wait for exit (at most `timeout`).
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         self.signal(rustix::process::Signal::TERM);
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        self.wait_exit(timeout)
+    }
+
+    /// Waits for the broker to exit (at most `timeout`), without signalling it.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        daemon::wait_exit(&mut self.child, timeout)
     }
 }
 
