@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::broker::{sign, Broker};
+use common::broker::Broker;
 use common::*;
 use memgate_proto::{Access, GrantId, RegionSelection, Request, Response};
 use time::OffsetDateTime;
@@ -25,7 +25,7 @@ impl World {
     }
 
     fn with(spec: PolicySpec) -> World {
-        let keys = Keys::new();
+        let keys = Keys::generate();
         let broker = Broker::start(&keys, &spec);
         World {
             keys,
@@ -180,9 +180,9 @@ fn wrong_audience_and_another_uids_token() {
 
 #[test]
 fn tampered_policy_refused_at_start() {
-    let keys = Keys::new();
+    let keys = Keys::generate();
     let good = policy_text(&keys, &PolicySpec::default());
-    let sig = sign(&keys, &good);
+    let sig = keys.sign(&good);
     let tampered = good.replace("max_lease = 600", "max_lease = 86400");
     assert_ne!(good, tampered);
     let mut b = Broker::spawn(&keys, &tampered, Some(&sig));
@@ -203,7 +203,7 @@ fn tampered_policy_refused_at_start() {
 
 #[test]
 fn tampered_and_rolled_back_policies_refused_at_reload() {
-    let keys = Keys::new();
+    let keys = Keys::generate();
     let spec = PolicySpec {
         serial: 5,
         ..PolicySpec::default()
@@ -218,16 +218,13 @@ fn tampered_and_rolled_back_policies_refused_at_reload() {
             ..spec.clone()
         },
     );
-    let other = sign(
+    let other = keys.sign(&policy_text(
         &keys,
-        &policy_text(
-            &keys,
-            &PolicySpec {
-                serial: 7,
-                ..spec.clone()
-            },
-        ),
-    );
+        &PolicySpec {
+            serial: 7,
+            ..spec.clone()
+        },
+    ));
     b.reload(&v6, &other);
     assert_eq!(b.status().policy_serial, 5);
     // Rolled back: a validly signed older serial.
@@ -238,7 +235,7 @@ fn tampered_and_rolled_back_policies_refused_at_reload() {
             ..spec.clone()
         },
     );
-    b.reload(&v4, &sign(&keys, &v4));
+    b.reload(&v4, &keys.sign(&v4));
     assert_eq!(b.status().policy_serial, 5);
     let audit = b.audit();
     let rejects: Vec<String> = audit
@@ -257,7 +254,7 @@ fn tampered_and_rolled_back_policies_refused_at_reload() {
         "{rejects:?}"
     );
     // And a valid newer one is taken, so the refusals were about the documents.
-    b.reload(&v6, &sign(&keys, &v6));
+    b.reload(&v6, &keys.sign(&v6));
     assert_eq!(b.status().policy_serial, 6);
     b.assert_nothing_registered();
 }

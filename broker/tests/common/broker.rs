@@ -36,7 +36,7 @@ impl Broker {
         let policy_path = p.join("policy.toml");
         let sig_path = p.join("policy.toml.minisig");
         std::fs::write(&policy_path, policy).unwrap();
-        let signed = sign(keys, policy);
+        let signed = keys.sign(policy);
         std::fs::write(&sig_path, sig.unwrap_or(&signed)).unwrap();
         let config = "socket = \"broker.sock\"\nlog_level = \"debug\"\nlog_target = \"stderr\"\n\
              state_dir = \"state\"\n\
@@ -95,7 +95,9 @@ impl Broker {
 
     /// Waits for the broker to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        daemon::wait_exit(&mut self.child, timeout)
+        let st = daemon::wait_exit(&mut self.child, timeout)?;
+        daemon::settle(&self.stderr, Duration::from_secs(5));
+        Some(st)
     }
 
     /// A root client.
@@ -152,12 +154,4 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A minisign signature of `policy` by the admin key.
-pub fn sign(keys: &Keys, policy: &str) -> String {
-    keys.admin
-        .sign(policy.as_bytes(), "memgate adversarial test policy")
-        .expect("sign")
-        .to_file_text()
 }

@@ -9,6 +9,9 @@ pub mod broker;
 #[path = "../support/daemon.rs"]
 pub mod daemon;
 pub mod pipeline;
+/// The test key set shared with the lifecycle harness.
+#[path = "../support/pki.rs"]
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -18,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration as StdDuration, Instant};
 
-use memgate_policy::keys::SecretKey;
 use memgate_policy::token::{self, Claims, Target as TokenTarget};
 use memgate_policy::{Access, Policy};
 use memgate_proto::transport::recv_frame;
@@ -144,22 +146,8 @@ impl Drop for Target {
     }
 }
 
-/// Issuer, peer and admin keys, and the policy built from them.
-pub struct Keys {
-    pub issuer: SecretKey,
-    pub peer: SecretKey,
-    pub admin: memgate_policy::minisign::SecretKey,
-}
-
-impl Keys {
-    pub fn new() -> Keys {
-        Keys {
-            issuer: SecretKey::generate().expect("issuer key"),
-            peer: SecretKey::generate().expect("peer key"),
-            admin: memgate_policy::minisign::SecretKey::generate().expect("admin key"),
-        }
-    }
-}
+/// Issuer, peer and admin keys (the key set shared with the lifecycle harness).
+pub use pki::Pki as Keys;
 
 /// Knobs of the test policy.
 #[derive(Clone)]

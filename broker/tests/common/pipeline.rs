@@ -27,7 +27,7 @@ impl World {
     }
 
     pub fn with(spec: PolicySpec) -> World {
-        let keys = Keys::new();
+        let keys = Keys::generate();
         let policy = policy(&keys, &spec);
         World {
             keys,

@@ -62,3 +62,13 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
     None
 }
+
+/// Waits (at most `timeout`) until the collector thread of `stderr` has seen end-of-file,
+/// so that what an exited broker wrote last is in the buffer. The thread holds the only
+/// other reference to the buffer and drops it when it ends.
+pub fn settle(stderr: &Arc<Mutex<String>>, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    while Arc::strong_count(stderr) > 1 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -21,6 +21,9 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod pki;
+
+pub use pki::Pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -30,8 +33,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use memgate_policy::keys::SecretKey;
-use memgate_policy::minisign;
 use memgate_policy::token::{self, Claims, Target as TokenTarget};
 use memgate_policy::Access;
 use memgate_proto::{
@@ -44,34 +45,7 @@ use time::OffsetDateTime;
 /// Page size of the test machine.
 pub const PAGE: u64 = 4096;
 
-/// Test keys: the admin (policy signing), one issuer, one fault-server peer.
-pub struct Pki {
-    /// Admin minisign key.
-    pub admin: minisign::SecretKey,
-    /// Token issuer.
-    pub issuer: SecretKey,
-    /// Fault-server peer.
-    pub peer: SecretKey,
-}
-
 impl Pki {
-    /// Fresh keys.
-    pub fn generate() -> Pki {
-        Pki {
-            admin: minisign::SecretKey::generate().expect("admin key"),
-            issuer: SecretKey::generate().expect("issuer key"),
-            peer: SecretKey::generate().expect("peer key"),
-        }
-    }
-
-    /// Signs `policy` with the admin key (minisign signature file text).
-    pub fn sign(&self, policy: &str) -> String {
-        self.admin
-            .sign(policy.as_bytes(), "memgate test policy")
-            .expect("sign")
-            .to_file_text()
-    }
-
     /// Mints a token.
     pub fn token(&self, spec: &TokenSpec) -> String {
         let now = OffsetDateTime::now_utc();
@@ -441,7 +415,9 @@ impl Broker {
 
     /// Waits for the broker to exit (at most `timeout`), without signalling it.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        daemon::wait_exit(&mut self.child, timeout)
+        let st = daemon::wait_exit(&mut self.child, timeout)?;
+        daemon::settle(&self.stderr, Duration::from_secs(5));
+        Some(st)
     }
 }
 
