@@ -12,14 +12,15 @@ use common::pipeline::*;
 use common::*;
 use memgate_proto::{Access, RegionSelection};
 
-#[test]
-fn requester_without_ptrace_rights_cannot_open_mem() {
-    let w = World::new();
-    let req = w.stack_req(OTHER_UID);
+/// A requester as `uid` tries to open its fds about `pid` and send a stack-page request;
+/// the kernel must refuse the open with EACCES, so nothing reaches the listener.
+#[track_caller]
+fn open_refused(w: &World, uid: u32, pid: i32, what: &str) {
+    let req = w.stack_req(uid);
     let mut r = Requester::start(
-        OTHER_UID,
+        uid,
         &w.listener.path,
-        w.target.pid,
+        pid,
         FDS,
         &req.encode().unwrap(),
         false,
@@ -27,28 +28,31 @@ fn requester_without_ptrace_rights_cannot_open_mem() {
     match w.listener.receive(&mut r) {
         Err(Report::OpenError(errno, _)) => assert_eq!(errno, libc::EACCES),
         Err(other) => panic!("{other:?}"),
-        Ok(_) => panic!("a uid without ptrace rights opened the target's mem"),
+        Ok(_) => panic!("{what}"),
     }
+}
+
+#[test]
+fn requester_without_ptrace_rights_cannot_open_mem() {
+    let w = World::new();
+    open_refused(
+        &w,
+        OTHER_UID,
+        w.target.pid,
+        "a uid without ptrace rights opened the target's mem",
+    );
 }
 
 #[test]
 fn non_dumpable_target_refuses_even_its_own_uid() {
     let w = World::new();
     let locked = Target::spawn_with(TARGET_UID, &["--undumpable"]);
-    let req = w.stack_req(TARGET_UID);
-    let mut r = Requester::start(
+    open_refused(
+        &w,
         TARGET_UID,
-        &w.listener.path,
         locked.pid,
-        FDS,
-        &req.encode().unwrap(),
-        false,
+        "the mem of a non-dumpable process was opened by its uid",
     );
-    match w.listener.receive(&mut r) {
-        Err(Report::OpenError(errno, _)) => assert_eq!(errno, libc::EACCES),
-        Err(other) => panic!("{other:?}"),
-        Ok(_) => panic!("the mem of a non-dumpable process was opened by its uid"),
-    }
 }
 
 #[test]
