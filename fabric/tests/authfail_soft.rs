@@ -4,6 +4,7 @@
 //! set-up (docs/fabric-soft.md) on a raw socket.
 
 mod common;
+use common::read_frame;
 use common::OneKey;
 use memgate_fabric::soft::wire::{self, Frame};
 use memgate_fabric::{
@@ -11,7 +12,7 @@ use memgate_fabric::{
     VecSource,
 };
 use ring::signature::Ed25519KeyPair;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -27,16 +28,6 @@ fn setup(limits: SoftLimits) -> (OneKey, Receiver<FabricEvent>) {
     let resp = SoftResponder::bind_with(&listen, sink, limits).unwrap();
     let src = Arc::new(VecSource::new(BASE, vec![7u8; 4096]));
     (OneKey::serve(resp, src, (BASE, 4096), SEED, GRANT), rx)
-}
-
-fn read_frame(s: &mut TcpStream) -> Vec<u8> {
-    let mut h = [0u8; wire::HDR];
-    s.read_exact(&mut h).unwrap();
-    let hd = wire::parse_header(&h, wire::MAX_REPLY_BODY).unwrap();
-    let mut f = vec![0u8; wire::HDR + hd.len as usize];
-    f[..wire::HDR].copy_from_slice(&h);
-    s.read_exact(&mut f[wire::HDR..]).unwrap();
-    f
 }
 
 /// How the attacker signs the transcript.

@@ -4,6 +4,7 @@
 //! implementation of the documented set-up (docs/fabric-soft.md).
 
 mod common;
+use common::read_frame;
 use common::OneKey;
 use memgate_fabric::soft::wire::{self, Frame};
 use memgate_fabric::{
@@ -88,16 +89,6 @@ impl Setup {
         assert_eq!(f[0], wire::OP_WELCOME, "raw authentication failed");
         s
     }
-}
-
-fn read_frame(s: &mut TcpStream) -> Vec<u8> {
-    let mut h = [0u8; wire::HDR];
-    s.read_exact(&mut h).unwrap();
-    let hd = wire::parse_header(&h, wire::MAX_REPLY_BODY).unwrap();
-    let mut f = vec![0u8; wire::HDR + hd.len as usize];
-    f[..wire::HDR].copy_from_slice(&h);
-    s.read_exact(&mut f[wire::HDR..]).unwrap();
-    f
 }
 
 /// Everything until the responder closes: (opcode, error code or completion status).

@@ -271,14 +271,11 @@ pub(super) fn perf_event_open() -> Outcome {
     })
 }
 
-pub(super) fn clone_newns() -> Outcome {
-    // A raw clone with a namespace flag and SIGCHLD; the child (if any) exits at once.
-    let flags = (libc::CLONE_NEWNS | libc::SIGCHLD) as libc::c_long;
-    // SAFETY: clone without CLONE_VM and a null stack behaves like fork: the child gets a
-    // copy of our address space and only calls _exit.
-    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
+/// The outcome of a fork-like raw syscall that returned `rc`: in the child (0) exit at once;
+/// in the parent reap the child and report success; otherwise report the errno.
+fn fork_outcome(rc: libc::c_long) -> Outcome {
     if rc == 0 {
-        // SAFETY: terminating the child immediately.
+        // SAFETY: terminating the child immediately; it touches nothing of the parent's.
         unsafe { libc::_exit(0) };
     }
     if rc > 0 {
@@ -288,6 +285,15 @@ pub(super) fn clone_newns() -> Outcome {
         return Outcome::Ok;
     }
     Outcome::Refused(last_errno())
+}
+
+pub(super) fn clone_newns() -> Outcome {
+    // A raw clone with a namespace flag and SIGCHLD; the child (if any) exits at once.
+    let flags = (libc::CLONE_NEWNS | libc::SIGCHLD) as libc::c_long;
+    // SAFETY: clone without CLONE_VM and a null stack behaves like fork: the child gets a
+    // copy of our address space and only calls _exit.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
+    fork_outcome(rc)
 }
 
 pub(super) fn clone3() -> Outcome {
@@ -302,15 +308,5 @@ pub(super) fn clone3() -> Outcome {
             std::mem::size_of_val(&args),
         )
     };
-    if rc == 0 {
-        // SAFETY: terminating the child immediately.
-        unsafe { libc::_exit(0) };
-    }
-    if rc > 0 {
-        let mut st = 0;
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(rc as libc::pid_t, &mut st, 0) };
-        return Outcome::Ok;
-    }
-    Outcome::Refused(last_errno())
+    fork_outcome(rc)
 }

@@ -54,3 +54,17 @@ impl OneKey {
         Connection::connect(&self.ep, self.grant, self.seed).expect("connect")
     }
 }
+
+/// Reads one whole reply frame (header and body) from a raw soft-protocol stream.
+#[allow(dead_code)] // not every test binary that includes this module speaks the raw wire
+pub fn read_frame(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use memgate_fabric::soft::wire;
+    use std::io::Read;
+    let mut h = [0u8; wire::HDR];
+    s.read_exact(&mut h).unwrap();
+    let hd = wire::parse_header(&h, wire::MAX_REPLY_BODY).unwrap();
+    let mut f = vec![0u8; wire::HDR + hd.len as usize];
+    f[..wire::HDR].copy_from_slice(&h);
+    s.read_exact(&mut f[wire::HDR..]).unwrap();
+    f
+}
