@@ -28,7 +28,7 @@ pub mod verbs;
 pub use connection::{Buf, Completion, Connection};
 pub use endpoint::Endpoint;
 pub use error::{FabricError, SourceError};
-pub use responder::Responder;
+pub use responder::{Responder, Target};
 pub use soft::{public_key_from_seed, SoftConnection, SoftLimits, SoftResponder};
 pub use source::{MemorySource, ProcMemSource, VecSource};
 pub use types::{event_channel, Access, EventSink, FabricEvent, KeySpec, Region, WcStatus};

@@ -9,7 +9,8 @@ use super::mem::OwnedMemory;
 use super::qp::Qp;
 use super::{pidfd, serve};
 use crate::{
-    Access, Endpoint, EventSink, FabricError, FabricEvent, KeySpec, MemorySource, Region, Responder,
+    Access, Endpoint, EventSink, FabricError, FabricEvent, KeySpec, MemorySource, Region,
+    Responder, Target,
 };
 use rdma_sys::*;
 use std::collections::HashMap;
@@ -140,10 +141,28 @@ pub struct VerbsResponder {
     inner: Arc<Inner>,
     endpoint: Endpoint,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// [`Responder::register_target`] registers the target itself by pidfd.
+    by_pidfd: bool,
 }
 
 impl VerbsResponder {
+    /// Like [`VerbsResponder::bind`], but admitted targets ([`Responder::register_target`])
+    /// are registered in place through their pidfd instead of as a copy. Fails at once
+    /// when the loaded libibverbs lacks `ibv_reg_mr_pidfd`, before touching the device.
+    pub fn bind_pidfd(listen: &Endpoint, events: EventSink) -> Result<VerbsResponder, FabricError> {
+        pidfd::reg_mr_pidfd()?;
+        let mut r = VerbsResponder::bind(listen, events)?;
+        r.by_pidfd = true;
+        Ok(r)
+    }
+
+    /// Whether targets are registered in place by pidfd ([`VerbsResponder::bind_pidfd`]).
+    pub fn registers_by_pidfd(&self) -> bool {
+        self.by_pidfd
+    }
+
     /// Listen on `listen` (`rdma:IP:PORT`, the IP of an RDMA device; port 0 picks one).
+    /// Targets are registered as copies in memory the broker owns.
     pub fn bind(listen: &Endpoint, events: EventSink) -> Result<VerbsResponder, FabricError> {
         let (addr, channel, id) = cm::open_id(listen)?;
         let fail = |id: *mut rdma_cm_id, e: FabricError| {
@@ -215,6 +234,7 @@ impl VerbsResponder {
             inner,
             endpoint,
             thread: Mutex::new(Some(thread)),
+            by_pidfd: false,
         })
     }
 
@@ -300,6 +320,31 @@ impl Responder for VerbsResponder {
         // operation; the region mirrors the source's access so key checks match soft.
         let access = Access::of_source(&*source);
         Ok(self.add_region(addr, len, access, Backing::Copy(mem, skew), Some(source)))
+    }
+
+    /// With [`VerbsResponder::bind_pidfd`], the target's own pages, registered by the
+    /// kernel only if this process may ptrace it (read-only keys); otherwise a copy.
+    fn register_target(
+        &self,
+        target: &Target<'_>,
+        addr: u64,
+        len: u64,
+    ) -> Result<Region, FabricError> {
+        if !self.by_pidfd {
+            return self.register(target.source.clone(), addr, len);
+        }
+        check_range(addr, len)?;
+        let fd = target
+            .pidfd
+            .try_clone_to_owned()
+            .map_err(|e| FabricError::Verbs(format!("duplicating the target's pidfd: {e}")))?;
+        Ok(self.add_region(
+            addr,
+            len,
+            Access::REMOTE_READ,
+            Backing::Pidfd(fd),
+            Some(target.source.clone()),
+        ))
     }
 
     fn create_key(&self, region: &Region, spec: KeySpec) -> Result<u32, FabricError> {
