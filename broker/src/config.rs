@@ -352,8 +352,25 @@ impl Config {
         if self.limits.max_connections == 0 || self.limits.max_grants == 0 {
             return bad("limits.max_connections and limits.max_grants must be positive".into());
         }
-        memgate_fabric::Endpoint::parse(&self.fabric.listen)
+        let listen = memgate_fabric::Endpoint::parse(&self.fabric.listen)
             .map_err(|e| ConfigError::Invalid(format!("fabric.listen: {e}")))?;
+        if matches!(listen, memgate_fabric::Endpoint::Rdma(_)) {
+            if !cfg!(feature = "verbs") {
+                return bad(format!(
+                    "fabric.listen {}: rdma: endpoints need memgated built with the verbs \
+                     feature (cargo build --release --features verbs)",
+                    self.fabric.listen
+                ));
+            }
+            if self.harden.landlock.enabled {
+                return bad(format!(
+                    "fabric.listen {}: registering targets by pidfd needs the kernel's ptrace \
+                     check on the broker to pass, which Landlock refuses; set \
+                     [hardening.landlock] enabled = false (seccomp and the capability drop stay)",
+                    self.fabric.listen
+                ));
+            }
+        }
         if let Some(a) = &self.fabric.advertise {
             memgate_fabric::Endpoint::parse(a)
                 .map_err(|e| ConfigError::Invalid(format!("fabric.advertise: {e}")))?;
@@ -429,6 +446,31 @@ mod tests {
         cfg.limits.max_message = 4096;
         cfg.fabric.listen = "udp:1.2.3.4:5".into();
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn rdma_listen_needs_the_verbs_build_and_no_landlock() {
+        let mut cfg = Config::default();
+        cfg.policy.admin_keys.push("/k.pub".into());
+        cfg.fabric.listen = "rdma:192.0.2.1:0".into();
+        let e = cfg.validate().expect_err("landlock on").to_string();
+        if cfg!(feature = "verbs") {
+            assert!(e.contains("[hardening.landlock] enabled = false"), "{e}");
+            cfg.harden.landlock.enabled = false;
+            cfg.validate().expect("verbs build, landlock off");
+        } else {
+            assert!(e.contains("--features verbs"), "{e}");
+            cfg.harden.landlock.enabled = false;
+            assert!(cfg.validate().is_err(), "still no verbs provider");
+        }
+        assert_eq!(
+            crate::daemon::fabric_needs(&cfg.fabric.listen),
+            crate::harden::FabricNeeds::Verbs
+        );
+        assert_eq!(
+            crate::daemon::fabric_needs("tcp:127.0.0.1:0"),
+            crate::harden::FabricNeeds::Soft
+        );
     }
 
     #[test]

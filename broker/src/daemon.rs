@@ -9,7 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use memgate_fabric::{Endpoint, Responder, SoftResponder};
+use memgate_fabric::{Endpoint, EventSink, Responder, SoftResponder};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use serde_json::json;
 
@@ -70,9 +70,40 @@ fn dir_of(p: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// What the fabric at `listen` needs: `rdma:` endpoints are served by the verbs provider
+/// registering targets by pidfd, everything else by the soft provider.
+pub fn fabric_needs(listen: &str) -> FabricNeeds {
+    match Endpoint::parse(listen) {
+        Ok(Endpoint::Rdma(_)) => FabricNeeds::Verbs,
+        _ => FabricNeeds::Soft,
+    }
+}
+
+/// The responder for `listen`: the soft provider, or the verbs provider registering
+/// admitted targets in place through their pidfd (cargo feature `verbs`).
+fn bind_responder(listen: &Endpoint, sink: EventSink) -> Result<Box<dyn Responder>, StartError> {
+    match listen {
+        #[cfg(feature = "verbs")]
+        Endpoint::Rdma(_) => Ok(Box::new(memgate_fabric::verbs::VerbsResponder::bind_pidfd(
+            listen, sink,
+        )?)),
+        #[cfg(not(feature = "verbs"))]
+        Endpoint::Rdma(_) => {
+            drop(sink);
+            Err(StartError::Fabric(
+                memgate_fabric::FabricError::ProviderUnavailable("verbs"),
+            ))
+        }
+        _ => Ok(Box::new(SoftResponder::bind(listen, sink)?)),
+    }
+}
+
 /// The hardening configuration with the paths this configuration needs added.
 pub fn harden_config(cfg: &Config, config_file: Option<&Path>) -> HardenConfig {
-    let mut h = cfg.harden.clone().with_fabric(FabricNeeds::Soft);
+    let mut h = cfg
+        .harden
+        .clone()
+        .with_fabric(fabric_needs(&cfg.fabric.listen));
     if let Some(f) = config_file {
         h.allow_read(f);
     }
@@ -243,7 +274,7 @@ fn serve(cfg: &Config, hcfg: &HardenConfig, no_harden: bool) -> Result<(), Start
     }
     // Threads start here (fabric accept + connection threads), after hardening.
     let listen = Endpoint::parse(&cfg.fabric.listen)?;
-    let responder = SoftResponder::bind(&listen, events.sink())?;
+    let responder = bind_responder(&listen, events.sink())?;
     let endpoint = cfg
         .fabric
         .advertise
@@ -267,7 +298,7 @@ fn serve(cfg: &Config, hcfg: &HardenConfig, no_harden: bool) -> Result<(), Start
         socket_path,
         signals: sigfd,
         events,
-        responder: Box::new(responder),
+        responder,
         endpoint,
         policy: store,
         audit,

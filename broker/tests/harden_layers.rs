@@ -10,6 +10,7 @@ use harden_util::*;
 const EPERM: i32 = libc::EPERM;
 const EACCES: i32 = libc::EACCES;
 const CAP_IPC_LOCK: u32 = 14;
+const CAP_SYS_PTRACE: u32 = 19;
 
 fn expect_all(text: &str, names: &[&str], errno: i32) {
     let p = probes(text);
@@ -197,9 +198,10 @@ fn dedicated_user_keeps_only_the_fabric_capabilities() {
     let user = TempUser::create();
     let uid = user_ids(&user.0);
     let s = Scratch::new("user");
-    for (fabric, keep) in [("soft", 0u64), ("verbs", cap_bit(CAP_IPC_LOCK))] {
+    let verbs = cap_bit(CAP_IPC_LOCK) | cap_bit(CAP_SYS_PTRACE);
+    for (fabric, keep, landlock) in [("soft", 0u64, ""), ("verbs", verbs, "enabled = false")] {
         let top = format!("run_as = {:?}\nfabric = {fabric:?}", user.0);
-        let cfg = s.config(&top, "");
+        let cfg = s.config(&top, landlock);
         let mut child = s.spawn_probe(&cfg, None, &["--serve"]);
         // Wait for the ready line, then read the state of the running process.
         let stdout = child.0.stdout.take().expect("stdout");
@@ -244,14 +246,19 @@ fn dedicated_user_keeps_only_the_fabric_capabilities() {
 fn stock_kernel_path_keeps_exactly_ipc_lock_and_sys_ptrace() {
     let s = Scratch::new("stock");
     let t = Target::spawn();
-    // Landlock would refuse the ptrace injection; the configuration must say so.
-    let refused = s.run_probe(&s.config("fabric = \"verbs-stock-kernel\"", ""), None, &[]);
-    assert_eq!(refused.code, Some(2), "{}", refused.text);
-    assert!(
-        refused.text.contains("Landlock forbids"),
-        "{}",
-        refused.text
-    );
+    // Landlock would refuse the kernel's ptrace check on targets (injection here, pidfd
+    // registration for "verbs"); the configuration must say so.
+    for fabric in ["verbs-stock-kernel", "verbs"] {
+        let refused = s.run_probe(&s.config(&format!("fabric = {fabric:?}"), ""), None, &[]);
+        assert_eq!(refused.code, Some(2), "{fabric}: {}", refused.text);
+        assert!(
+            refused.text.contains(&format!(
+                "the {fabric} fabric needs the kernel's ptrace check"
+            )),
+            "{}",
+            refused.text
+        );
+    }
 
     let cfg = s.config("fabric = \"verbs-stock-kernel\"", "enabled = false");
     let out = s.run_probe(
@@ -351,7 +358,10 @@ fn apply_succeeds_inside_the_units_sandbox() {
     let denied = "capset,setgroups,setresuid,setresgid,mount,umount2,pivot_root,chroot,bpf,\
                   ptrace,process_vm_readv,kexec_load,init_module,finit_module,setrlimit,\
                   sched_setaffinity,perf_event_open";
-    for (fabric, bounding) in [("soft", "-all"), ("verbs", "-all,+ipc_lock")] {
+    for (fabric, bounding, landlock) in [
+        ("soft", "-all", ""),
+        ("verbs", "-all,+ipc_lock,+sys_ptrace", "enabled = false"),
+    ] {
         let wrapper = [
             "setpriv",
             "--bounding-set",
@@ -362,7 +372,7 @@ fn apply_succeeds_inside_the_units_sandbox() {
             "-all",
             "--",
         ];
-        let cfg = s.config(&format!("fabric = {fabric:?}"), "");
+        let cfg = s.config(&format!("fabric = {fabric:?}"), landlock);
         let out = s.run_probe_wrapped(&wrapper, &cfg, Some(t.pid()), &["--deny-syscalls", denied]);
         assert!(out.ok, "{fabric}: {}", out.text);
         assert!(!out.text.contains("shortfall:"), "{fabric}: {}", out.text);

@@ -11,7 +11,9 @@ pub enum FabricNeeds {
     /// Soft fabric: reads through requester-supplied fds, needs no capability.
     #[default]
     Soft,
-    /// Verbs with the patched kernel (pidfd registration): CAP_IPC_LOCK, /dev/infiniband.
+    /// Verbs with the patched kernel (pidfd registration): CAP_IPC_LOCK to pin another
+    /// process's pages, CAP_SYS_PTRACE because the kernel's ptrace check runs on the broker
+    /// (targets of other users, Yama), /dev/infiniband; no Landlock (it refuses that check).
     Verbs,
     /// Verbs with the stock-kernel path (ptrace injection): CAP_IPC_LOCK, CAP_SYS_PTRACE.
     VerbsStockKernel,
@@ -31,8 +33,7 @@ impl FabricNeeds {
     pub fn capabilities(self) -> &'static [caps::Capability] {
         match self {
             FabricNeeds::Soft => &[],
-            FabricNeeds::Verbs => &[caps::Capability::CAP_IPC_LOCK],
-            FabricNeeds::VerbsStockKernel => &[
+            FabricNeeds::Verbs | FabricNeeds::VerbsStockKernel => &[
                 caps::Capability::CAP_IPC_LOCK,
                 caps::Capability::CAP_SYS_PTRACE,
             ],

@@ -58,10 +58,11 @@ pub enum HardenError {
     /// Building or enforcing the Landlock ruleset failed.
     #[error("landlock: {0}")]
     Landlock(String),
-    /// The stock-kernel verbs path ptrace-injects into targets, which Landlock refuses for
-    /// every process outside the broker's domain: the two cannot be combined.
-    #[error("the verbs-stock-kernel fabric needs ptrace, which Landlock forbids; set [hardening.landlock] enabled = false for it")]
-    LandlockBlocksPtrace,
+    /// The verbs fabrics need the kernel's ptrace check on the broker to pass for targets
+    /// (pidfd registration runs mm_access; the stock-kernel path ptrace-injects), and
+    /// Landlock refuses it for every process outside the broker's domain.
+    #[error("the {0} fabric needs the kernel's ptrace check on targets, which Landlock refuses; set [hardening.landlock] enabled = false for it")]
+    LandlockBlocksPtrace(&'static str),
     /// Landlock is required but the kernel enforces nothing.
     #[error("landlock required but not enforced (kernel ABI {0})")]
     LandlockUnavailable(i32),
@@ -85,8 +86,8 @@ pub fn apply(cfg: &HardenConfig) -> Result<HardenReport, HardenError> {
     if threads != 1 {
         return Err(HardenError::MultiThreaded(threads));
     }
-    if cfg.fabric == FabricNeeds::VerbsStockKernel && cfg.landlock.enabled {
-        return Err(HardenError::LandlockBlocksPtrace);
+    if cfg.fabric.uses_devices() && cfg.landlock.enabled {
+        return Err(HardenError::LandlockBlocksPtrace(cfg.fabric.as_str()));
     }
     let ids = cfg.run_as.as_deref().map(privs::resolve_user).transpose()?;
     let keep = privs::kept_caps(cfg)?;

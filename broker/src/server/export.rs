@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use memgate_fabric::{FabricError, KeySpec, MemorySource, ProcMemSource};
+use memgate_fabric::{FabricError, KeySpec, MemorySource, ProcMemSource, Target};
 use memgate_policy::keys::{fingerprint, PublicKey as PeerKey};
 use memgate_proto::{ExportRequest, Grant, GrantId, GrantRegion, GrantState, Response};
 use rustix::event::epoll;
@@ -133,7 +133,11 @@ impl Server {
             memgate_policy::Access::Read => Arc::new(ProcMemSource::new(target.mem)),
             memgate_policy::Access::ReadWrite => Arc::new(ProcMemSource::new_writable(target.mem)),
         };
-        let live = match self.register(&source, &regions, access, peer, grant_id, expires) {
+        let tgt = Target {
+            pidfd: target.pidfd.as_fd(),
+            source,
+        };
+        let live = match self.register(&tgt, &regions, access, peer, grant_id, expires) {
             Ok(l) => l,
             Err(e) => {
                 self.audit.record(
@@ -214,7 +218,7 @@ impl Server {
 
     fn register(
         &self,
-        source: &Arc<dyn MemorySource>,
+        target: &Target<'_>,
         regions: &[memgate_policy::Region],
         access: memgate_policy::Access,
         peer: [u8; 32],
@@ -225,7 +229,7 @@ impl Server {
         for r in regions {
             let step = self
                 .responder
-                .register(source.clone(), r.addr, r.len)
+                .register_target(target, r.addr, r.len)
                 .and_then(|fr| {
                     let spec = KeySpec {
                         addr: r.addr,
