@@ -21,6 +21,10 @@ fn demo_migrates_every_byte_and_commits() {
         assert_eq!(v["zero_pages"], 0, "{v}");
         assert_eq!(v["committed"], true, "{v}");
         assert_eq!(v["broker_state"], "committed", "{v}");
+        assert!(
+            v["endpoint"].as_str().is_some_and(|e| e.starts_with("tcp:127.0.0.1:")),
+            "{v}"
+        );
         for k in [
             "pages_on_demand",
             "fault_p50_us",
@@ -31,4 +35,22 @@ fn demo_migrates_every_byte_and_commits() {
             assert!(v[k].is_number(), "{k} missing: {v}");
         }
     }
+}
+
+/// `--listen rdma:` asks for the verbs provider. A default build of memgated has none and
+/// must say how to get it, before serving anything; the demo must fail, not fall back.
+#[test]
+fn demo_over_rdma_without_the_verbs_build_says_how_to_get_it() {
+    let out = Command::new(bin("memgate"))
+        .args(["demo", "--size", "4M", "--listen", "rdma:127.0.0.1:0", "--json"])
+        .output()
+        .expect("run demo");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "demo over rdma succeeded: {err}");
+    assert!(out.stdout.is_empty(), "a report was printed");
+    assert!(
+        err.contains("rdma: endpoints need memgated built with the verbs feature"),
+        "{err}"
+    );
+    assert!(err.contains("memgated exited during start-up"), "{err}");
 }

@@ -36,6 +36,11 @@ pub struct DemoArgs {
     /// built-in workload.
     #[arg(long)]
     pub target_pid: Option<i32>,
+    /// Fabric endpoint memgated listens on: `tcp:IP:PORT`, or `rdma:IP:PORT` (the IP of an
+    /// RDMA device) to serve through the verbs provider, registering the source by pidfd
+    /// (memgate and memgated built with the `verbs` feature, patched kernel and rdma-core).
+    #[arg(long, default_value = "tcp:127.0.0.1:0")]
+    pub listen: String,
     /// The memgated binary [default: next to this binary].
     #[arg(long)]
     pub memgated: Option<PathBuf>,
@@ -118,7 +123,12 @@ struct Setup {
 }
 
 /// Keys, signed policy and broker configuration in `dir`.
-fn write_setup(dir: &Path, cgroup: &str, max_bytes: u64) -> anyhow::Result<(Setup, PathBuf)> {
+fn write_setup(
+    dir: &Path,
+    cgroup: &str,
+    max_bytes: u64,
+    listen: &str,
+) -> anyhow::Result<(Setup, PathBuf)> {
     let admin = minisign::SecretKey::generate().context("admin key")?;
     let issuer = SecretKey::generate().context("issuer key")?;
     let peer = SecretKey::generate().context("peer key")?;
@@ -138,16 +148,22 @@ fn write_setup(dir: &Path, cgroup: &str, max_bytes: u64) -> anyhow::Result<(Setu
     std::fs::write(dir.join("policy.toml.minisig"), sig.to_file_text())?;
     std::fs::write(dir.join("admin.pub"), admin.public().to_file_text())?;
     let socket = dir.join("broker.sock");
-    let config = format!(
+    let mut config = format!(
         "socket = {}\nlog_level = \"warn\"\nlog_target = \"stderr\"\nstate_dir = \"state\"\n\n[policy]\npath = {}\n\
-         signature = {}\nadmin_keys = [{}]\n\n[fabric]\nlisten = \"tcp:127.0.0.1:0\"\n\n\
+         signature = {}\nadmin_keys = [{}]\n\n[fabric]\nlisten = {}\n\n\
          [audit]\npath = {}\njournal = false\n",
         toml_str(&socket.to_string_lossy()),
         toml_str(&ppath.to_string_lossy()),
         toml_str(&dir.join("policy.toml.minisig").to_string_lossy()),
         toml_str(&dir.join("admin.pub").to_string_lossy()),
+        toml_str(listen),
         toml_str(&dir.join("audit.jsonl").to_string_lossy()),
     );
+    if listen.starts_with("rdma:") {
+        // pidfd registration needs the kernel's ptrace check on memgated to pass, which
+        // Landlock refuses (memgated says so at start otherwise).
+        config.push_str("\n[hardening.landlock]\nenabled = false\n");
+    }
     let cpath = dir.join("memgated.toml");
     std::fs::write(&cpath, config)?;
     Ok((
@@ -263,7 +279,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     };
     let cgroup = cgroup_of(pid)?;
     let max_bytes = size.max(1 << 30) * 4;
-    let (setup, config) = write_setup(dir.path(), &cgroup, max_bytes)?;
+    memgate_fabric::Endpoint::parse(&a.listen).context("--listen")?;
+    let (setup, config) = write_setup(dir.path(), &cgroup, max_bytes, &a.listen)?;
     say("starting memgated with a freshly signed policy");
     let (_broker, mut client) = start_broker(&broker_bin, &config, &setup.socket, &a.memgated_arg)?;
     let tok = mint(&setup, &cgroup, pid, max_bytes)?;
@@ -329,6 +346,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     drop(target);
     let mut extra = extra;
     if let Some(o) = extra.as_object_mut() {
+        o.insert("endpoint".into(), grant.endpoint.clone().into());
         o.insert("pages_verified".into(), verified.into());
         o.insert("mismatches".into(), mismatches.into());
         o.insert(
