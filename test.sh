@@ -56,9 +56,11 @@ grep -q ' [1-9][0-9]* failed' "$logdir/nextest.log" && failures+=("nextest")
 echo "    ($((SECONDS - t0)) s)"
 
 step doctests cargo test --workspace --doc
-step verbs-clippy cargo clippy -p memgate-fabric --features verbs --all-targets -- -D warnings
+# the verbs provider and the broker and client builds that use it
+VERBS_PKGS=(-p memgate-fabric -p memgated -p memgate --features memgate-fabric/verbs,memgated/verbs,memgate/verbs)
+step verbs-clippy cargo clippy "${VERBS_PKGS[@]}" --all-targets -- -D warnings
 echo "==> verbs unit tests"
-cargo nextest run -p memgate-fabric --features verbs --no-fail-fast 2>&1 | tee "$logdir/verbs.log" | grep -E '^\s+FAIL|Summary' || true
+cargo nextest run "${VERBS_PKGS[@]}" --no-fail-fast 2>&1 | tee "$logdir/verbs.log" | grep -E '^\s+FAIL|Summary' || true
 add_counts "$logdir/verbs.log" || { failed=$((failed + 1)); failures+=("verbs tests"); }
 [ -x scripts/check-unit.sh ] && step systemd-unit scripts/check-unit.sh
 [ -x scripts/fuzz.sh ] && step fuzz scripts/fuzz.sh "$FUZZ_SECONDS"
