@@ -215,3 +215,73 @@ fn source_death_fails_closed() {
     });
     assert_failed_closed(&fs, &d, c, "remote operation error");
 }
+
+/// Opens fabric connections like the grant's connector, says (as the verbs provider does)
+/// that a grant's keys serve one connection at a time, and counts the connections made.
+struct OneConnection {
+    inner: Box<dyn memgate::transport::Connector>,
+    opened: std::sync::atomic::AtomicUsize,
+}
+
+impl memgate::transport::Connector for OneConnection {
+    fn connect(
+        &self,
+    ) -> Result<Box<dyn memgate::transport::Transport>, memgate::transport::TransportError> {
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.connect()
+    }
+    fn endpoint(&self) -> String {
+        self.inner.endpoint()
+    }
+    fn max_connections(&self) -> Option<usize> {
+        Some(1)
+    }
+}
+
+/// With one connection per grant, prefetch shares the demand link: the mirror still gets
+/// every byte, over exactly one connection.
+#[test]
+fn one_connection_per_grant_prefetches_on_the_demand_link() {
+    use memgate::cli::fault_serve::{mirror, source_for_grant};
+    let t = target(8 << 20);
+    let src = source_of(&t);
+    let mut s = source_for_grant(&src.grant, src.seed).expect("source");
+    let one = std::sync::Arc::new(OneConnection {
+        inner: s.connector,
+        opened: 0.into(),
+    });
+    struct Shared(std::sync::Arc<OneConnection>);
+    impl memgate::transport::Connector for Shared {
+        fn connect(
+            &self,
+        ) -> Result<Box<dyn memgate::transport::Transport>, memgate::transport::TransportError>
+        {
+            self.0.connect()
+        }
+        fn endpoint(&self) -> String {
+            self.0.endpoint()
+        }
+        fn max_connections(&self) -> Option<usize> {
+            self.0.max_connections()
+        }
+    }
+    s.connector = Box::new(Shared(one.clone()));
+    let (report, check) = mirror(
+        &s,
+        memgate::faultserve::Config::default(),
+        Some(t.info.pid),
+        false,
+    )
+    .expect("mirror");
+    let total: u64 = t.info.regions.iter().map(|r| r.len / 4096).sum();
+    assert_eq!(check, Some((total, 0)), "(verified, mismatches)");
+    assert_eq!(report.pages_total, total);
+    assert!(report.committed, "not committed");
+    assert_eq!(
+        one.opened.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "connections opened"
+    );
+    assert!(committed(&src), "the responder saw no COMMIT");
+}

@@ -21,8 +21,11 @@ const PRESENT: u8 = 1;
 const DISCARDED: u8 = 2;
 const DEMAND: u8 = 4;
 const PREFETCH: u8 = 8;
-/// A work-request id is `link << LINK_SHIFT | first page`; link 0 is the demand link.
+/// A work-request id is `prefetch << PREFETCH_SHIFT | link << LINK_SHIFT | first page`;
+/// link 0 is the demand link. The prefetch bit keeps a prefetch READ and a demand READ of
+/// the same page apart when both travel on one link.
 const LINK_SHIFT: u32 = 48;
+const PREFETCH_SHIFT: u32 = 62;
 const DEMAND_LINK: usize = 0;
 /// The liveness probe's work-request id: on the demand link, beyond every real page.
 const PROBE_WR: u64 = (1 << LINK_SHIFT) - 1;
@@ -162,7 +165,9 @@ impl<'a> Engine<'a> {
             conn: Some(connector.connect()?),
             inflight: HashMap::new(),
         }];
-        if !cfg.no_prefetch {
+        // A transport whose keys serve one connection per grant (verbs: a type-2 memory
+        // window is bound to one queue pair) prefetches on the demand link.
+        if !cfg.no_prefetch && connector.max_connections() != Some(1) {
             for _ in 0..cfg.prefetch_conns.max(1) {
                 links.push(Link {
                     conn: Some(connect_prefetch(connector)?),
@@ -335,8 +340,8 @@ impl<'a> Engine<'a> {
                     self.state[p] |= DEMAND;
                     self.fault_start.insert(p, Instant::now());
                     self.hint = Some(p + 1);
-                    if self.links[DEMAND_LINK].inflight.len() < DEMAND_MAX_INFLIGHT {
-                        self.post(DEMAND_LINK, p, 1)?;
+                    if self.demand_inflight() < DEMAND_MAX_INFLIGHT {
+                        self.post(DEMAND_LINK, p, 1, false)?;
                     } else {
                         self.deferred.push_back(p);
                     }
@@ -372,8 +377,8 @@ impl<'a> Engine<'a> {
     }
 
     fn on_completion(&mut self, comp: Completion) -> Result<(), EngineError> {
-        let link_no = (comp.wr_id >> LINK_SHIFT) as usize;
-        let prefetch = link_no != DEMAND_LINK;
+        let link_no = ((comp.wr_id & !(1 << PREFETCH_SHIFT)) >> LINK_SHIFT) as usize;
+        let prefetch = comp.wr_id & (1 << PREFETCH_SHIFT) != 0;
         let Some(link) = self.links.get_mut(link_no) else {
             return Err(EngineError::BadCompletion(format!(
                 "unknown wr_id {:#x}",

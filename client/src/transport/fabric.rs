@@ -101,4 +101,8 @@ impl Connector for FabricConnector {
     fn endpoint(&self) -> String {
         self.text.clone()
     }
+
+    fn max_connections(&self) -> Option<usize> {
+        matches!(self.endpoint, Endpoint::Rdma(_)).then_some(1)
+    }
 }

@@ -84,4 +84,10 @@ pub trait Connector: Send + Sync {
     fn connect(&self) -> Result<Box<dyn Transport>, TransportError>;
     /// A human-readable endpoint for messages.
     fn endpoint(&self) -> String;
+    /// How many connections may use a grant's keys at once; `None`: no limit. The verbs
+    /// provider says 1 (each key's type-2 memory window is bound to one queue pair, so a
+    /// second connection would take the keys away from the first).
+    fn max_connections(&self) -> Option<usize> {
+        None
+    }
 }

@@ -5,7 +5,7 @@
 
 use super::{
     uerr, Engine, EngineError, DEMAND, DEMAND_LINK, DEMAND_MAX_INFLIGHT, DISCARDED, LINK_SHIFT,
-    PRESENT,
+    PREFETCH_SHIFT, PRESENT,
 };
 use crate::transport::{Connector, Transport, TransportError};
 use crate::PAGE;
@@ -47,11 +47,21 @@ pub(super) fn connect_prefetch(c: &dyn Connector) -> Result<Box<dyn Transport>, 
 }
 
 impl Engine<'_> {
+    /// READs on the demand link that serve faults (not prefetch sharing that link).
+    pub(super) fn demand_inflight(&self) -> usize {
+        self.links[DEMAND_LINK]
+            .inflight
+            .keys()
+            .filter(|w| *w & (1 << PREFETCH_SHIFT) == 0)
+            .count()
+    }
+
     pub(super) fn post(
         &mut self,
         link: usize,
         page: usize,
         pages: usize,
+        prefetch: bool,
     ) -> Result<(), EngineError> {
         let (src, rkey, _) = self
             .layout
@@ -64,7 +74,8 @@ impl Engine<'_> {
             len: (pages * PAGE) as u32,
             rkey,
         };
-        let wr_id = page as u64 | (link as u64) << LINK_SHIFT;
+        let wr_id =
+            page as u64 | (link as u64) << LINK_SHIFT | u64::from(prefetch) << PREFETCH_SHIFT;
         let l = &mut self.links[link];
         l.inflight.insert(wr_id, posted);
         let res = match l.conn.as_mut() {
@@ -81,7 +92,7 @@ impl Engine<'_> {
     /// was discarded in the meantime needs no READ: its thread is woken (and, if it was
     /// discarded, faults again and gets the zero page it asked for).
     pub(super) fn post_deferred(&mut self) -> Result<(), EngineError> {
-        while self.links[DEMAND_LINK].inflight.len() < DEMAND_MAX_INFLIGHT {
+        while self.demand_inflight() < DEMAND_MAX_INFLIGHT {
             let Some(p) = self.deferred.pop_front() else {
                 break;
             };
@@ -92,7 +103,7 @@ impl Engine<'_> {
                 }
                 continue;
             }
-            self.post(DEMAND_LINK, p, 1)?;
+            self.post(DEMAND_LINK, p, 1, false)?;
         }
         Ok(())
     }

@@ -2,13 +2,13 @@
 //! (right after the latest fault, else the next missing run) and, on failure, which pages
 //! to poison.
 
-use super::{Engine, EngineError, DISCARDED, PREFETCH, PRESENT};
+use super::{Engine, EngineError, DEMAND_LINK, DISCARDED, PREFETCH, PREFETCH_SHIFT, PRESENT};
 use crate::PAGE;
 use std::io;
 
 impl Engine<'_> {
     pub(super) fn fill_prefetch(&mut self) -> Result<(), EngineError> {
-        if self.cfg.no_prefetch || self.links.len() < 2 {
+        if self.cfg.no_prefetch {
             return Ok(());
         }
         let chunk_pages = (self.cfg.chunk / PAGE).max(1);
@@ -51,7 +51,7 @@ impl Engine<'_> {
             if n == 0 {
                 return Ok(());
             }
-            self.post(self.least_busy_prefetch_link(), start, n)?;
+            self.post(self.least_busy_prefetch_link(), start, n, true)?;
             // Keep reading ahead from where this chunk ends.
             if start != self.cursor {
                 self.hint = Some(start + n);
@@ -61,14 +61,19 @@ impl Engine<'_> {
     }
 
     fn prefetch_inflight(&self) -> usize {
-        self.links[1..].iter().map(|l| l.inflight.len()).sum()
+        self.links
+            .iter()
+            .flat_map(|l| l.inflight.keys())
+            .filter(|w| *w & (1 << PREFETCH_SHIFT) != 0)
+            .count()
     }
 
-    /// The prefetch link (index 1 and up) with the fewest READs in flight.
+    /// The prefetch link (index 1 and up) with the fewest READs in flight, or the demand
+    /// link when prefetch shares it.
     fn least_busy_prefetch_link(&self) -> usize {
         (1..self.links.len())
             .min_by_key(|&i| self.links[i].inflight.len())
-            .unwrap_or(1)
+            .unwrap_or(DEMAND_LINK)
     }
 
     fn first_free_near(&self, h: usize, window: usize) -> Option<usize> {
