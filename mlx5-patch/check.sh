@@ -86,10 +86,12 @@ apply_series() {
     log "series applied: $(git -C "$TREE" log --oneline pristine..HEAD | wc -l) patches ($h)"
 }
 
-# Small config: a QEMU guest kernel with the RDMA core, rxe and veth. mlx5 is enabled only
+# Small config: a QEMU guest kernel with the RDMA core, rxe and veth, userfaultfd (the fault
+# server) and Landlock and Yama as Debian enables them. mlx5 is enabled only
 # while check/bisect compile it (with_mlx5): the lab kernel never builds mlx5_core.
 configure() {
-    [ -f "$TREE/.config" ] && grep -q '^CONFIG_RDMA_RXE=m' "$TREE/.config" && return 0
+    local want; want=$(sed -n '/^configure() {/,/^}/p' "$HERE/check.sh" | sha256sum | cut -c1-16)
+    [ -f "$TREE/.config" ] && [ "$(cat "$TREE/.memgate-config" 2>/dev/null)" = "$want" ] && return 0
     (
         cd "$TREE"
         make -s x86_64_defconfig
@@ -102,7 +104,8 @@ configure() {
             --disable MODULE_SIG --disable DEBUG_INFO --disable DRM --disable SOUND \
             --disable USB_SUPPORT --disable WLAN --disable WIRELESS --disable HID \
             --disable NETFILTER --disable AGP --disable FB --disable MD --disable ETHERNET \
-            --module CRYPTO_CRC32 --enable SECURITY_YAMA
+            --module CRYPTO_CRC32 --enable SECURITY_YAMA --enable SECURITY_LANDLOCK \
+            --enable USERFAULTFD
         # not needed by an initramfs-only serial guest; these options gate whole directories
         # and no widely included header, so toggling them does not force a full rebuild
         local o
@@ -117,6 +120,7 @@ configure() {
         done
         make -s olddefconfig
     )
+    echo "$want" > "$TREE/.memgate-config"
 }
 
 # Runs "$@" with mlx5 (core + IB, no ethernet part) enabled, then restores the lab config.
