@@ -8,7 +8,10 @@
 #                            Needs ~300 MB in $LAB_WORK; see README.md.
 #   tests/lab/run.sh tier3   kernel built from the pinned linux-source-6.1 + mlx5-patch/ series,
 #                            rdma-core from libverbs-patch/; registration of another process's
-#                            memory (guest/pidfdtest.c) plus the tier-1 checks. The kernel build
+#                            memory (tier3/pidfdtest.c), the verbs provider doing it by pidfd
+#                            (fabric/tests/verbs_pidfd_lab.rs), memgate demo over rdma: with
+#                            memgated registering by pidfd (tier3/memgate-e2e), plus the
+#                            tier-1 memory-window checks. The kernel build
 #                            (~15-20 min on 2 cores) is cached by the series' hash.
 #
 # Env: LAB_WORK (default /var/tmp/memgate-lab) holds downloads and builds, never the repo;
@@ -95,6 +98,7 @@ copy_bin() { # root file [dest]
 mk_initramfs() { # kernel_root kernel_release out.cpio.gz test_bin...
     local kroot=$1 krel=$2 out=$3; shift 3
     local R; R=$(mktemp -d "$WORK/initramfs.XXXXXX")
+    chmod 755 "$R"   # the archive's "." is the guest's /: other users must traverse it
     mkdir -p "$R"/{bin,sbin,dev,proc,sys,tmp,etc/lab,tests,usr/lib/x86_64-linux-gnu,usr/lib64,usr/bin,usr/sbin}
     ln -s usr/lib "$R/lib"; ln -s usr/lib64 "$R/lib64"
     cp /bin/busybox "$R/bin/busybox"
@@ -185,6 +189,25 @@ for l in sys.stdin:
         print(m["executable"])'
 }
 
+# Builds (on the host, linked against the host's libibverbs/librdmacm) what the tier-3 guest
+# runs with the patched rdma-core: the pidfd registration lab test and release memgate +
+# memgated with the verbs provider. Prints "name path" lines.
+build_tier3_rust() {
+    export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-14/lib}
+    {
+        (cd "$REPO" && cargo test -q -p memgate-fabric --features verbs --test verbs_pidfd_lab \
+            --no-run --message-format=json 2>/dev/null)
+        (cd "$REPO" && cargo build -q --release -p memgate -p memgated \
+            --features memgate/verbs,memgated/verbs --message-format=json 2>/dev/null)
+    } | python3 -c 'import json,sys
+want = {"verbs_pidfd_lab", "memgate", "memgated"}
+for l in sys.stdin:
+    try: m = json.loads(l)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in want:
+        print(m["target"]["name"], m["executable"])'
+}
+
 tier1() {
     local t0=$SECONDS
     host_deps
@@ -207,10 +230,26 @@ tier1() {
 # Appends a second gzip'd cpio to the initramfs (the kernel unpacks concatenated archives in
 # order, later files win) carrying the patched libibverbs and its rxe provider. The patched
 # library has private ABI 35, so it loads only librxe-rdmav35.so and never the stock one.
-tier3_overlay() { # rdma-core build dir, initramfs to extend
-    local rc=$1 img=$2 R; R=$(mktemp -d "$WORK/tier3-overlay.XXXXXX")
-    local lib=$R/usr/lib/x86_64-linux-gnu
-    mkdir -p "$lib/libibverbs"
+# Also carries the Rust programs (built against the host's libraries; the patched
+# libibverbs keeps every stock symbol version) and their guest wrappers.
+tier3_overlay() { # rdma-core build dir, initramfs to extend, "name path" list file
+    local rc=$1 img=$2 bins=$3 R; R=$(mktemp -d "$WORK/tier3-overlay.XXXXXX")
+    chmod 755 "$R"
+    local lib=$R/usr/lib/x86_64-linux-gnu name path
+    mkdir -p "$lib/libibverbs" "$R/tests" "$R/usr/bin" "$R/usr/lib64"
+    while read -r name path; do
+        copy_bin "$R" "$path" "/usr/bin/$name"
+    done < "$bins"
+    copy_bin "$R" "$(command -v sleep)" /usr/bin/sleep
+    cat > "$R/tests/verbs-pidfd" <<'EOS'
+#!/bin/sh
+# The verbs provider registering a real process by pidfd, and the kernel's refusals.
+cd /tmp && MEMGATE_LAB_LISTEN=rdma:192.0.2.1:0 /usr/bin/verbs_pidfd_lab --ignored --exact lab_pidfd \
+    --nocapture --test-threads 1
+EOS
+    install -m 755 "$HERE/tier3/memgate-e2e" "$R/tests/memgate-e2e"
+    chmod 755 "$R/tests/verbs-pidfd"
+    # after copy_bin, so that the patched libraries replace the host's copies
     cp -L "$rc/lib/libibverbs.so.1" "$lib/libibverbs.so.1"
     cp -L "$rc/lib/librxe-rdmav35.so" "$lib/libibverbs/librxe-rdmav35.so"
     (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1 >> "$img")
@@ -230,8 +269,13 @@ tier3() {
         "$HERE/tier3/pidfdtest.c" "$HERE/guest/rdmautil.c" -L"$rcbuild/lib" -libverbs \
         -Wl,-rpath-link,"$rcbuild/lib"
     build_guest_prog "$WORK/mwtest" "$HERE/guest/mwtest.c"
+    build_tier3_rust > "$WORK/tier3-bins"
+    if [ "$(wc -l < "$WORK/tier3-bins")" -ne 3 ]; then
+        echo "@@CHK tier3_rust_build FAIL cargo build --features verbs (got: $(tr '\n' ' ' < "$WORK/tier3-bins"))"
+        return 1
+    fi
     mk_initramfs "$kout" "$krel" "$WORK/tier3.cpio.gz" "$WORK/mwtest" "$WORK/pidfdtest"
-    tier3_overlay "$rcbuild" "$WORK/tier3.cpio.gz"
+    tier3_overlay "$rcbuild" "$WORK/tier3.cpio.gz" "$WORK/tier3-bins"
     log "tier3 prepared in $((SECONDS - t0))s"
     local rc=0
     boot tier3 "$kout/boot/vmlinuz-$krel" "$WORK/tier3.cpio.gz" || rc=$?
