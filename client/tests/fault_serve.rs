@@ -154,14 +154,22 @@ fn handed_over_destination_sees_every_byte_under_random_touches() {
 
 /// A slow destination with demand paging only, so that the failure lands mid-way.
 fn failing_run(inject: impl FnOnce(&LocalSource, &mut Target)) -> (Output, Output, bool) {
+    failing_run_with(&[], inject)
+}
+
+fn failing_run_with(
+    extra_fs: &[&str],
+    inject: impl FnOnce(&LocalSource, &mut Target),
+) -> (Output, Output, bool) {
     let mut t = target(4 << 20);
     let src = source_of(&t);
     let dir = tempfile::tempdir().expect("tmp");
+    let fs_args: Vec<&str> = ["--no-prefetch"].iter().chain(extra_fs).copied().collect();
     let (fs, d) = run_pair(
         dir.path(),
         &src,
         &t,
-        &["--no-prefetch"],
+        &fs_args,
         &["--pattern", "seq", "--touch-delay-us", "2000"],
     );
     std::thread::sleep(Duration::from_millis(400));
@@ -199,6 +207,21 @@ fn revoked_key_fails_closed() {
         assert!(src.responder.revoke_grant(src.grant.id.0) > 0);
     });
     assert_failed_closed(&fs, &d, c, "remote access error");
+}
+
+/// Where pages cannot be poisoned (kernels before 6.6) the fault server kills the
+/// destination instead; `--on-failure kill` takes that path on any kernel.
+#[test]
+fn revoked_key_with_on_failure_kill_kills_the_destination() {
+    use std::os::unix::process::ExitStatusExt;
+    let (fs, d, c) = failing_run_with(&["--on-failure", "kill"], |src, _| {
+        assert!(src.responder.revoke_grant(src.grant.id.0) > 0);
+    });
+    assert_failed_closed(&fs, &d, c, "remote access error");
+    let fe = String::from_utf8_lossy(&fs.stderr);
+    assert!(fe.contains("the destination was killed (SIGKILL)"), "{fe}");
+    assert!(!fe.contains("poisoned:"), "{fe}");
+    assert_eq!(d.status.signal(), Some(libc::SIGKILL), "{:?}", d.status);
 }
 
 #[test]

@@ -22,7 +22,9 @@ fn demo_migrates_every_byte_and_commits() {
         assert_eq!(v["committed"], true, "{v}");
         assert_eq!(v["broker_state"], "committed", "{v}");
         assert!(
-            v["endpoint"].as_str().is_some_and(|e| e.starts_with("tcp:127.0.0.1:")),
+            v["endpoint"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("tcp:127.0.0.1:")),
             "{v}"
         );
         for k in [
@@ -42,7 +44,14 @@ fn demo_migrates_every_byte_and_commits() {
 #[test]
 fn demo_over_rdma_without_the_verbs_build_says_how_to_get_it() {
     let out = Command::new(bin("memgate"))
-        .args(["demo", "--size", "4M", "--listen", "rdma:127.0.0.1:0", "--json"])
+        .args([
+            "demo",
+            "--size",
+            "4M",
+            "--listen",
+            "rdma:127.0.0.1:0",
+            "--json",
+        ])
         .output()
         .expect("run demo");
     let err = String::from_utf8_lossy(&out.stderr);

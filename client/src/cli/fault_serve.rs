@@ -2,7 +2,7 @@
 //! The destination is either a uffd handed over by a restorer on a Unix socket
 //! (`--uffd-socket`) or a mirror mapping owned by this process (`--mirror`).
 
-use crate::faultserve::{Config, Engine, EngineError, Layout, Region, Report};
+use crate::faultserve::{Config, Engine, EngineError, Layout, OnFailure, Region, Report};
 use crate::grant::{read_grant, read_peer_seed};
 use crate::handover;
 use crate::mem::Mapping;
@@ -18,6 +18,15 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
+
+/// `--on-failure` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnFailureArg {
+    /// Poison the missing pages (kill where the kernel cannot poison).
+    Poison,
+    /// Kill the destination.
+    Kill,
+}
 
 /// `memgate fault-serve` options.
 #[derive(Debug, Args)]
@@ -49,6 +58,10 @@ pub struct FaultServeArgs {
     /// Serve demand faults only (not with --mirror, where nothing faults).
     #[arg(long)]
     pub no_prefetch: bool,
+    /// What a failed migration does to the destination: `poison` its missing pages (any
+    /// touch raises SIGBUS; Linux 6.6+, else it falls back to kill) or `kill` it at once.
+    #[arg(long, value_enum, default_value = "poison")]
+    pub on_failure: OnFailureArg,
     /// Print the final report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -156,6 +169,10 @@ fn config(a: &FaultServeArgs, expires: Option<std::time::SystemTime>) -> Config 
         chunk: a.chunk.clamp(crate::PAGE, 4 << 20),
         depth: a.depth.max(1),
         no_prefetch: a.no_prefetch,
+        on_failure: match a.on_failure {
+            OnFailureArg::Poison => OnFailure::Poison,
+            OnFailureArg::Kill => OnFailure::Kill,
+        },
         expires,
         ..Config::default()
     }
@@ -208,19 +225,39 @@ pub fn drive(
         Ok(o) => Ok(o.report),
         Err(e @ EngineError::DestinationGone(_)) => Err(e.into()),
         Err(e) => {
-            let how = match &engine.poisoned {
-                Some(Ok(n)) => format!(
+            let how = match (&engine.poisoned, &engine.killed) {
+                (Some(Ok(n)), _) => format!(
                     "{n} missing pages poisoned: any access raises SIGBUS, never a zero page"
                 ),
-                Some(Err(pe)) => {
-                    format!("poisoning failed ({pe}); the destination must be stopped")
-                }
-                None => String::new(),
+                (Some(Err(pe)), Some(Ok(()))) => format!(
+                    "pages not poisoned ({}); the destination was killed (SIGKILL) so that it \
+                     never runs on a zero page",
+                    poison_failure(pe)
+                ),
+                (Some(Err(pe)), Some(Err(ke))) => format!(
+                    "pages not poisoned ({}) and killing the destination failed ({ke}): stop it \
+                     now, its missing pages would read as zeros",
+                    poison_failure(pe)
+                ),
+                (Some(Err(pe)), None) => format!(
+                    "pages not poisoned ({}); no destination process to stop",
+                    poison_failure(pe)
+                ),
+                (None, _) => String::new(),
             };
             Err(anyhow::anyhow!(
                 "migration failed: {e}; {how}; grant not committed"
             ))
         }
+    }
+}
+
+/// Why poisoning did not happen, in operator terms (EINVAL: a kernel before 6.6).
+fn poison_failure(e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        format!("{e}: this kernel has no UFFDIO_POISON, which came with Linux 6.6")
+    } else {
+        e.to_string()
     }
 }
 

@@ -61,6 +61,19 @@ pub struct Config {
     pub expires: Option<SystemTime>,
     /// Disable prefetch (demand faults only).
     pub no_prefetch: bool,
+    /// What a failed migration does to the destination's missing pages.
+    pub on_failure: OnFailure,
+}
+
+/// How a failed migration keeps the destination from ever running on a zero page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Poison the missing pages (UFFDIO_POISON, Linux 6.6+): touching one raises SIGBUS.
+    /// Where the kernel cannot, kill the destination instead.
+    #[default]
+    Poison,
+    /// Kill the destination at once (SIGKILL through its pidfd).
+    Kill,
 }
 
 impl Default for Config {
@@ -73,6 +86,7 @@ impl Default for Config {
             reconnect_attempts: 6,
             expires: None,
             no_prefetch: false,
+            on_failure: OnFailure::Poison,
         }
     }
 }
@@ -142,8 +156,11 @@ pub struct Engine<'a> {
     completions: Vec<Completion>,
     last_probe: Instant,
     /// After a failed [`Engine::run`]: how many pages were poisoned, or why poisoning
-    /// failed (then the caller must stop the destination some other way).
+    /// failed (or was not tried: [`OnFailure::Kill`]).
     pub poisoned: Option<Result<usize, io::Error>>,
+    /// After a failed [`Engine::run`] without poisoned pages: whether the destination was
+    /// killed (`None`: no destination pidfd to kill it by, e.g. a mirror in this process).
+    pub killed: Option<io::Result<()>>,
 }
 
 fn uerr(op: &'static str) -> impl FnOnce(io::Error) -> EngineError {
@@ -195,6 +212,7 @@ impl<'a> Engine<'a> {
             completions: Vec::new(),
             last_probe: Instant::now(),
             poisoned: None,
+            killed: None,
         })
     }
 
@@ -223,7 +241,16 @@ impl<'a> Engine<'a> {
             }
             Err(e) => {
                 if !matches!(e, EngineError::DestinationGone(_)) {
-                    self.poisoned = Some(self.fail_closed());
+                    let poisoned = match self.cfg.on_failure {
+                        OnFailure::Poison => self.fail_closed(),
+                        OnFailure::Kill => Err(io::Error::other("not tried (--on-failure kill)")),
+                    };
+                    if poisoned.is_err() {
+                        // Without poisoned pages, closing the userfaultfd would let the
+                        // destination's next touch of a missing page map a zero page.
+                        self.killed = self.kill_destination();
+                    }
+                    self.poisoned = Some(poisoned);
                 }
                 Err(e)
             }

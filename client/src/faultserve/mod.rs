@@ -5,6 +5,6 @@ pub mod engine;
 pub mod layout;
 pub mod stats;
 
-pub use engine::{Config, Engine, EngineError, Outcome};
+pub use engine::{Config, Engine, EngineError, OnFailure, Outcome};
 pub use layout::{Layout, Region};
 pub use stats::Report;

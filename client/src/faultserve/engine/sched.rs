@@ -103,6 +103,15 @@ impl Engine<'_> {
     /// Poisons every page not yet present: a thread blocked on one is woken and gets
     /// SIGBUS, and so does any later access, even after this uffd is closed. Returns the
     /// number of pages poisoned, or the error if poisoning itself failed.
+    /// SIGKILL to the destination through its pidfd, if there is one.
+    pub(super) fn kill_destination(&self) -> Option<io::Result<()>> {
+        let pidfd = self.watch.as_ref()?;
+        Some(
+            rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL)
+                .map_err(io::Error::from),
+        )
+    }
+
     pub fn fail_closed(&mut self) -> Result<usize, io::Error> {
         let runs = self.missing_runs();
         let mut n = 0;
