@@ -63,3 +63,49 @@ fn demo_over_rdma_without_the_verbs_build_says_how_to_get_it() {
     );
     assert!(err.contains("memgated exited during start-up"), "{err}");
 }
+
+/// The failure drill: the grant is revoked mid-migration from a second broker connection.
+/// The demo must fail closed: the missing pages poisoned (or, on a kernel without
+/// UFFDIO_POISON, the destination killed), the grant not committed, no report printed.
+#[test]
+fn demo_revoked_mid_migration_fails_closed() {
+    let out = Command::new(bin("memgate"))
+        .args([
+            "demo",
+            "--size",
+            "16M",
+            "--revoke-after-ms",
+            "300",
+            "--json",
+        ])
+        .output()
+        .expect("run demo");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the drill's demo succeeded: {err}");
+    assert!(out.stdout.is_empty(), "a report was printed: {err}");
+    assert!(err.contains("remote access error"), "{err}");
+    assert!(
+        err.contains("missing pages poisoned") || err.contains("killed (SIGKILL)"),
+        "the destination was neither poisoned nor killed: {err}"
+    );
+    assert!(err.contains("grant not committed"), "{err}");
+}
+
+/// A drill whose revocation comes after the migration must not pass as a success.
+#[test]
+fn demo_drill_that_comes_too_late_says_so() {
+    let out = Command::new(bin("memgate"))
+        .args([
+            "demo",
+            "--size",
+            "64K",
+            "--revoke-after-ms",
+            "60000",
+            "--json",
+        ])
+        .output()
+        .expect("run demo");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("finished before the revocation"), "{err}");
+}

@@ -108,6 +108,7 @@ fn one(
             dir: dir.path(),
             progress: false,
             verify_after: true,
+            touch_delay_us: 0,
         },
     )?;
     let (self1, thread1) = (cpu_s(libc::RUSAGE_SELF), cpu_s(libc::RUSAGE_THREAD));

@@ -44,6 +44,13 @@ pub struct DemoArgs {
     /// The memgated binary [default: next to this binary].
     #[arg(long)]
     pub memgated: Option<PathBuf>,
+    /// Failure drill: revoke the grant this many milliseconds into the migration (from a
+    /// second broker connection, as an operator would) and watch memgate fail closed: the
+    /// destination's missing pages are poisoned, or on kernels without UFFDIO_POISON
+    /// (before 6.6) the destination is killed; it never runs on a zero page. The demo then
+    /// exits non-zero with what happened. Built-in workload only.
+    #[arg(long, value_name = "MS")]
+    pub revoke_after_ms: Option<u64>,
     /// Extra argument for memgated (repeatable; e.g. `--memgated-arg=--no-harden`).
     #[arg(long, hide = true, allow_hyphen_values = true)]
     pub memgated_arg: Vec<String>,
@@ -264,6 +271,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         }
     };
 
+    if a.revoke_after_ms.is_some() && a.target_pid.is_some() {
+        bail!("--revoke-after-ms drills the built-in workload; drop --target-pid");
+    }
     let (target, info, pid) = match a.target_pid {
         Some(pid) => (None, None, pid),
         None => {
@@ -306,10 +316,22 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         memgate_policy::size::format_bytes(grant.total_bytes())
     ));
     let src = source_for_grant(&grant, *setup.peer.seed())?;
-    let cfg = Config {
+    let mut cfg = Config {
         expires: src.expires,
         ..Config::default()
     };
+    let mut touch_delay_us = 0;
+    if let Some(ms) = a.revoke_after_ms {
+        // Demand faults only, and a slow toucher, so that pages are still missing when the
+        // revocation lands.
+        cfg.no_prefetch = true;
+        touch_delay_us = DRILL_TOUCH_DELAY_US;
+        say(&format!(
+            "failure drill: revoking grant {} in {ms} ms",
+            grant.id
+        ));
+        revoke_later(setup.socket.clone(), grant.id, Duration::from_millis(ms));
+    }
     let (report, verified, mismatches, extra) = match &info {
         Some(info) => {
             say(&format!(
@@ -326,6 +348,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
                     dir: dir.path(),
                     progress: !a.json,
                     verify_after: false,
+                    touch_delay_us,
                 },
             )?;
             let extra = serde_json::json!({
@@ -342,6 +365,12 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             (r, v, b, serde_json::json!({}))
         }
     };
+    if let Some(ms) = a.revoke_after_ms {
+        bail!(
+            "failure drill: the migration finished before the revocation {ms} ms in; pick a \
+             smaller --revoke-after-ms"
+        );
+    }
     let w = wait_for(&mut client, grant.id, Duration::from_secs(10))?;
     drop(target);
     let mut extra = extra;
@@ -372,6 +401,27 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         bail!("the broker did not see the grant committed ({:?})", w.state);
     }
     Ok(())
+}
+
+/// How long the drill's destination sleeps after each page (4096 pages: about 8 s).
+const DRILL_TOUCH_DELAY_US: u64 = 2000;
+
+/// Revokes `grant` after `delay` from a new broker connection. A failed revocation is
+/// reported; the migration then completes, and the demo ends as a drill that did not happen.
+fn revoke_later(socket: PathBuf, grant: memgate_proto::GrantId, delay: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let res = BrokerClient::connect(&socket)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut c| Ok(c.call(&Request::Revoke { grant }, &[])?));
+        match res {
+            Ok(r @ (memgate_proto::Response::Denied(_) | memgate_proto::Response::Error(_))) => {
+                eprintln!("memgate demo: the drill's revocation was refused: {r:?}")
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("memgate demo: the drill's revocation failed: {e:#}"),
+        }
+    });
 }
 
 fn rand_seed() -> u64 {

@@ -132,6 +132,8 @@ pub struct DestRun<'a> {
     pub progress: bool,
     /// Verify after the migration instead of while touching (benchmarks).
     pub verify_after: bool,
+    /// The destination sleeps this long after each page (failure drills).
+    pub touch_delay_us: u64,
 }
 
 /// Runs the destination workload under this process's fault server; returns the fault
@@ -146,6 +148,7 @@ pub fn run_dest(info: &TargetInfo, r: DestRun<'_>) -> anyhow::Result<(Report, De
             .arg("--socket")
             .arg(&sock_path)
             .args(["--pattern", &format!("{:?}", r.pattern).to_lowercase()])
+            .args(["--touch-delay-us", &r.touch_delay_us.to_string()])
             .args(if r.verify_after {
                 &["--verify-after"][..]
             } else {
