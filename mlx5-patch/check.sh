@@ -25,6 +25,7 @@ TREE=$WORK/linux-$DEBIAN_KVER
 mkdir -p "$WORK/dl"
 
 log() { echo "[mlx5-patch $(date -u +%T)] $*" >&2; }
+die() { log "error: $*"; exit 1; }
 kmake() { nice -n 19 make -C "$TREE" -j"$JOBS" "$@"; }
 
 series() { ls "$HERE"/[0-9][0-9][0-9][0-9]-*.patch; }
@@ -57,6 +58,7 @@ pristine_tree() {
     if [ ! -f "$deb" ]; then
         log "apt-get download linux-source-6.1=$DEBIAN_KVER"
         (cd "$WORK/dl" && apt-get download "linux-source-6.1=$DEBIAN_KVER" 2>&1 | grep -v unsandboxed >&2 || true)
+        [ -f "$deb" ] || die "linux-source-6.1=$DEBIAN_KVER could not be downloaded (apt-get update first; if the archive has dropped that version, move both pins in mlx5-patch/pin.env together)"
     fi
     rm -rf "$TREE" "$TREE.tmp"; mkdir -p "$TREE.tmp"
     log "unpacking linux-source-6.1 $DEBIAN_KVER"

@@ -53,6 +53,10 @@ stock_kernel() {
     if [ ! -f "$root/lib/modules/$KREL_STOCK/modules.dep" ]; then
         (cd "$WORK/dl" && ls linux-image-"${KREL_STOCK}"_"${DEBIAN_KVER}"_amd64.deb >/dev/null 2>&1 ||
             apt-get download "linux-image-$KREL_STOCK=$DEBIAN_KVER" 2>&1 | grep -v unsandboxed >&2 || true)
+        [ -f "$WORK/dl/linux-image-${KREL_STOCK}_${DEBIAN_KVER}_amd64.deb" ] || {
+            log "linux-image-$KREL_STOCK=$DEBIAN_KVER could not be downloaded (apt-get update first; if the archive has dropped that version, move both pins in mlx5-patch/pin.env together)"
+            exit 1
+        }
         rm -rf "$root"; mkdir -p "$root"
         dpkg -x "$WORK/dl/linux-image-${KREL_STOCK}_${DEBIAN_KVER}_amd64.deb" "$root"
         /bin/busybox depmod -b "$root" "$KREL_STOCK"
