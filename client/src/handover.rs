@@ -8,8 +8,10 @@
 //! `"MGUF" u32 | version u16 = 1 | 0 u16 | pid i32 | features u64 | n u32 | n × (src u64,
 //! dst u64, len u64)`, with the uffd attached to the first byte. `n = 0` means "use the
 //! mapping given to the fault server" (identity by default). When the fault server is done it
-//! writes one status byte back: [`STATUS_COMPLETE`] or [`STATUS_FAILED`]. A restorer that
-//! keeps its own copy of the uffd and sees EOF without a status knows the fault server died.
+//! writes one status byte back: [`STATUS_COMPLETE`], [`STATUS_FAILED`] or [`STATUS_UNSAFE`].
+//! A restorer that keeps its own copy of the uffd and sees EOF without a status knows the
+//! fault server died; like [`STATUS_UNSAFE`], that means it must stop the destination
+//! before it closes its copy.
 
 use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -26,8 +28,13 @@ const MAX_ENTRIES: u32 = 1 << 16;
 
 /// Every page was delivered and COMMIT acknowledged.
 pub const STATUS_COMPLETE: u8 = 0;
-/// The migration failed; missing pages were poisoned (access raises SIGBUS).
+/// The migration failed; the missing pages were poisoned (access raises SIGBUS) or the
+/// destination was killed: it cannot read a zero page.
 pub const STATUS_FAILED: u8 = 1;
+/// The migration failed and the fault server could neither poison the missing pages (a
+/// kernel before 6.6) nor kill the destination: the restorer must stop it now, since once
+/// the last copy of the uffd is closed its missing pages read as zeros.
+pub const STATUS_UNSAFE: u8 = 2;
 
 /// What a restorer hands over.
 #[derive(Debug)]

@@ -161,17 +161,24 @@ fn failing_run_with(
     extra_fs: &[&str],
     inject: impl FnOnce(&LocalSource, &mut Target),
 ) -> (Output, Output, bool) {
+    failing_run_full(extra_fs, &[], inject)
+}
+
+fn failing_run_full(
+    extra_fs: &[&str],
+    extra_dest: &[&str],
+    inject: impl FnOnce(&LocalSource, &mut Target),
+) -> (Output, Output, bool) {
     let mut t = target(4 << 20);
     let src = source_of(&t);
     let dir = tempfile::tempdir().expect("tmp");
     let fs_args: Vec<&str> = ["--no-prefetch"].iter().chain(extra_fs).copied().collect();
-    let (fs, d) = run_pair(
-        dir.path(),
-        &src,
-        &t,
-        &fs_args,
-        &["--pattern", "seq", "--touch-delay-us", "2000"],
-    );
+    let dest_args: Vec<&str> = ["--pattern", "seq", "--touch-delay-us", "2000"]
+        .iter()
+        .chain(extra_dest)
+        .copied()
+        .collect();
+    let (fs, d) = run_pair(dir.path(), &src, &t, &fs_args, &dest_args);
     std::thread::sleep(Duration::from_millis(400));
     inject(&src, &mut t);
     let d = d.wait_with_output().expect("dest");
@@ -307,4 +314,70 @@ fn one_connection_per_grant_prefetches_on_the_demand_link() {
         "connections opened"
     );
     assert!(committed(&src), "the responder saw no COMMIT");
+}
+
+/// A grant revoked before the fault server's first connection: the refusal must fail
+/// closed like any later failure. The destination is a careless restorer (it closes its own
+/// copy of the uffd and ignores the status byte), so only the fault server's poisoning (or
+/// kill) stands between it and zero pages: it must die of SIGBUS or SIGKILL, never read one.
+#[test]
+fn refused_first_connection_fails_closed_even_for_a_careless_restorer() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = target(4 << 20);
+    let src = source_of(&t);
+    assert!(src.responder.revoke_grant(src.grant.id.0) > 0);
+    let dir = tempfile::tempdir().expect("tmp");
+    let (fs, d) = run_pair(
+        dir.path(),
+        &src,
+        &t,
+        &[],
+        &["--pattern", "seq", "--careless"],
+    );
+    let d = d.wait_with_output().expect("dest");
+    let fs = fs.wait_with_output().expect("fs");
+    assert_failed_closed(&fs, &d, committed(&src), "revoked or expired");
+    let fe = String::from_utf8_lossy(&fs.stderr);
+    assert!(
+        fe.contains("missing pages poisoned")
+            || fe.contains("exited while its missing pages were being poisoned")
+            || fe.contains("was killed (SIGKILL)"),
+        "{fe}"
+    );
+    assert!(
+        matches!(d.status.signal(), Some(libc::SIGBUS) | Some(libc::SIGKILL)),
+        "the careless destination must die at its first missing page: {:?} {}",
+        d.status,
+        String::from_utf8_lossy(&d.stderr)
+    );
+}
+
+/// A hand-over that names some other process: the fault server must not watch it (its exit
+/// would end the serving) nor kill it when the migration fails.
+#[test]
+fn a_handover_naming_another_process_is_never_signalled() {
+    let mut victim = Command::new("sleep").arg("60").spawn().expect("sleep");
+    let pid = victim.id().to_string();
+    let (fs, d, c) = failing_run_full(
+        &["--on-failure", "kill"],
+        &["--handover-pid", &pid],
+        |src, _| {
+            assert!(src.responder.revoke_grant(src.grant.id.0) > 0);
+        },
+    );
+    let alive = victim.try_wait().expect("try_wait").is_none();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert!(alive, "the process named in the hand-over was killed");
+    assert_failed_closed(&fs, &d, c, "remote access error");
+    let fe = String::from_utf8_lossy(&fs.stderr);
+    assert!(
+        fe.contains("not watching or signalling the hand-over's pid"),
+        "{fe}"
+    );
+    assert!(fe.contains("no userfaultfd-registered mapping"), "{fe}");
+    // Told not to poison and unable to kill: the restorer is told to stop the destination.
+    assert!(fe.contains("stop the destination now"), "{fe}");
+    let de = String::from_utf8_lossy(&d.stderr);
+    assert!(de.contains("reported a failed migration"), "{de}");
 }

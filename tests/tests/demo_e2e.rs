@@ -85,10 +85,15 @@ fn demo_revoked_mid_migration_fails_closed() {
     assert!(out.stdout.is_empty(), "a report was printed: {err}");
     assert!(err.contains("remote access error"), "{err}");
     assert!(
-        err.contains("missing pages poisoned") || err.contains("killed (SIGKILL)"),
+        err.contains("missing pages poisoned")
+            || err.contains("exited while its missing pages were being poisoned")
+            || err.contains("killed (SIGKILL)"),
         "the destination was neither poisoned nor killed: {err}"
     );
     assert!(err.contains("grant not committed"), "{err}");
+    // A destination that died of SIGBUS while being poisoned is not a failure to poison.
+    assert!(!err.contains("No such process"), "{err}");
+    assert!(!err.contains("stop the destination now"), "{err}");
 }
 
 /// A drill whose revocation comes after the migration must not pass as a success.
@@ -107,5 +112,5 @@ fn demo_drill_that_comes_too_late_says_so() {
         .expect("run demo");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("finished before the revocation"), "{err}");
+    assert!(err.contains("finished (and was committed) before the revocation"), "{err}");
 }

@@ -109,6 +109,7 @@ fn one(
             progress: false,
             verify_after: true,
             touch_delay_us: 0,
+            started: None,
         },
     )?;
     let (self1, thread1) = (cpu_s(libc::RUSAGE_SELF), cpu_s(libc::RUSAGE_THREAD));

@@ -321,16 +321,24 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         ..Config::default()
     };
     let mut touch_delay_us = 0;
+    let mut started = None;
     if let Some(ms) = a.revoke_after_ms {
         // Demand faults only, and a slow toucher, so that pages are still missing when the
         // revocation lands.
         cfg.no_prefetch = true;
         touch_delay_us = DRILL_TOUCH_DELAY_US;
         say(&format!(
-            "failure drill: revoking grant {} in {ms} ms",
+            "failure drill: revoking grant {} {ms} ms into the migration",
             grant.id
         ));
-        revoke_later(setup.socket.clone(), grant.id, Duration::from_millis(ms));
+        let (tx, rx) = std::sync::mpsc::channel();
+        started = Some(tx);
+        revoke_later(
+            rx,
+            setup.socket.clone(),
+            grant.id,
+            Duration::from_millis(ms),
+        );
     }
     let (report, verified, mismatches, extra) = match &info {
         Some(info) => {
@@ -349,6 +357,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
                     progress: !a.json,
                     verify_after: false,
                     touch_delay_us,
+                    started,
                 },
             )?;
             let extra = serde_json::json!({
@@ -367,8 +376,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     };
     if let Some(ms) = a.revoke_after_ms {
         bail!(
-            "failure drill: the migration finished before the revocation {ms} ms in; pick a \
-             smaller --revoke-after-ms"
+            "failure drill: the migration finished (and was committed) before the revocation \
+             {ms} ms in; pick a smaller --revoke-after-ms"
         );
     }
     let w = wait_for(&mut client, grant.id, Duration::from_secs(10))?;
@@ -406,10 +415,19 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
 /// How long the drill's destination sleeps after each page (4096 pages: about 8 s).
 const DRILL_TOUCH_DELAY_US: u64 = 2000;
 
-/// Revokes `grant` after `delay` from a new broker connection. A failed revocation is
-/// reported; the migration then completes, and the demo ends as a drill that did not happen.
-fn revoke_later(socket: PathBuf, grant: memgate_proto::GrantId, delay: Duration) {
+/// Revokes `grant` from a new broker connection `delay` after the destination handed over
+/// its userfaultfd (`started`). A failed revocation is reported; the migration then
+/// completes, and the demo ends as a drill that did not happen.
+fn revoke_later(
+    started: std::sync::mpsc::Receiver<()>,
+    socket: PathBuf,
+    grant: memgate_proto::GrantId,
+    delay: Duration,
+) {
     std::thread::spawn(move || {
+        if started.recv().is_err() {
+            return; // the destination never started
+        }
         std::thread::sleep(delay);
         let res = BrokerClient::connect(&socket)
             .map_err(anyhow::Error::from)

@@ -40,6 +40,13 @@ pub struct DemoDestArgs {
     /// that verification does not compete with the fault server for CPU (benchmarks).
     #[arg(long, hide = true)]
     pub verify_after: bool,
+    /// Tests: play a careless restorer that closes its copy of the uffd after the hand-over
+    /// and ignores the status byte, so that only the fault server keeps it off zero pages.
+    #[arg(long, hide = true)]
+    pub careless: bool,
+    /// Tests: name this pid in the hand-over instead of our own.
+    #[arg(long, hide = true)]
+    pub handover_pid: Option<i32>,
 }
 
 /// Verifies one present page of mapping `m` against the pattern of its source address.
@@ -111,19 +118,27 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
     };
     handover::send(
         &sock,
-        std::process::id() as i32,
+        a.handover_pid.unwrap_or(std::process::id() as i32),
         &uffd,
         uffd.features(),
         &map,
     )?;
+    let uffd = if a.careless {
+        drop(uffd);
+        None
+    } else {
+        Some(uffd)
+    };
     let started = Instant::now();
     // Watchdog: a status byte ends the wait; EOF or failure aborts the whole process at
     // once, while any thread blocked on a missing page stays blocked (we hold the uffd).
     let complete = Arc::new(AtomicBool::new(false));
     let done = complete.clone();
     let wsock = sock.try_clone()?;
+    let careless = a.careless;
     let watchdog = std::thread::spawn(move || match handover::recv_status(&wsock) {
         Ok(Some(handover::STATUS_COMPLETE)) => done.store(true, Ordering::SeqCst),
+        _ if careless => {}
         Ok(Some(_)) => {
             eprintln!("memgate demo destination: the fault server reported a failed migration; aborting before any missing page is read");
             std::process::exit(3)
@@ -178,8 +193,10 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&rep)?);
     // Unregister before unmapping: an UNMAP event would wait for the fault server to read
     // it, and the fault server has finished.
-    for m in &maps {
-        let _ = uffd.unregister(m.addr(), m.len() as u64);
+    if let Some(uffd) = &uffd {
+        for m in &maps {
+            let _ = uffd.unregister(m.addr(), m.len() as u64);
+        }
     }
     drop(uffd);
     drop(maps);

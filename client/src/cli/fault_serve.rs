@@ -2,7 +2,9 @@
 //! The destination is either a uffd handed over by a restorer on a Unix socket
 //! (`--uffd-socket`) or a mirror mapping owned by this process (`--mirror`).
 
-use crate::faultserve::{Config, Engine, EngineError, Layout, OnFailure, Region, Report};
+use crate::faultserve::{
+    dest, Closed, Config, Engine, EngineError, Layout, OnFailure, Region, Report,
+};
 use crate::grant::{read_grant, read_peer_seed};
 use crate::handover;
 use crate::mem::Mapping;
@@ -192,8 +194,8 @@ fn explain_refusal(e: &dyn std::fmt::Display) -> anyhow::Error {
     ))
 }
 
-/// Runs the engine with a progress bar (when stderr is a terminal); on failure explains
-/// what the destination will see.
+/// Runs the engine with a progress bar (when stderr is a terminal). Returns the report, or
+/// an error that says what the destination will see, and the status byte for the restorer.
 pub fn drive(
     uffd: &Uffd,
     layout: Layout,
@@ -201,11 +203,12 @@ pub fn drive(
     cfg: Config,
     watch: Option<OwnedFd>,
     progress: bool,
-) -> anyhow::Result<Report> {
+) -> (anyhow::Result<Report>, u8) {
     let total = layout.total() as u64;
-    // The engine's error already names the endpoint; say it once.
-    let mut engine =
-        Engine::new(uffd, layout, connector, cfg, watch).map_err(|e| explain_refusal(&e))?;
+    let mut engine = match Engine::new(uffd, layout, connector, cfg, watch) {
+        Ok(e) => e,
+        Err(e) => return (Err(explain_refusal(&e)), handover::STATUS_UNSAFE),
+    };
     if progress && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total * crate::PAGE as u64);
         bar.set_style(
@@ -222,32 +225,83 @@ pub fn drive(
         }));
     }
     match engine.run() {
-        Ok(o) => Ok(o.report),
-        Err(e @ EngineError::DestinationGone(_)) => Err(e.into()),
+        Ok(o) => (Ok(o.report), handover::STATUS_COMPLETE),
+        Err(e @ EngineError::DestinationGone(_)) => (Err(e.into()), handover::STATUS_FAILED),
         Err(e) => {
-            let how = match (&engine.poisoned, &engine.killed) {
-                (Some(Ok(n)), _) => format!(
-                    "{n} missing pages poisoned: any access raises SIGBUS, never a zero page"
-                ),
-                (Some(Err(pe)), Some(Ok(()))) => format!(
-                    "pages not poisoned ({}); the destination was killed (SIGKILL) so that it \
-                     never runs on a zero page",
-                    poison_failure(pe)
-                ),
-                (Some(Err(pe)), Some(Err(ke))) => format!(
-                    "pages not poisoned ({}) and killing the destination failed ({ke}): stop it \
-                     now, its missing pages would read as zeros",
-                    poison_failure(pe)
-                ),
-                (Some(Err(pe)), None) => format!(
-                    "pages not poisoned ({}); no destination process to stop",
-                    poison_failure(pe)
-                ),
-                (None, _) => String::new(),
+            let (how, status) = match &engine.closed {
+                Some(c) => (closed_text(c), status_of(c)),
+                None => (String::new(), handover::STATUS_UNSAFE),
             };
-            Err(anyhow::anyhow!(
-                "migration failed: {e}; {how}; grant not committed"
-            ))
+            // The engine's error already names the endpoint; say it once.
+            let e = explain_refusal(&e);
+            (
+                Err(anyhow::anyhow!(
+                    "migration failed: {e}; {how}; grant not committed"
+                )),
+                status,
+            )
+        }
+    }
+}
+
+/// The status byte a failed run reports to the restorer.
+fn status_of(c: &Closed) -> u8 {
+    if c.is_safe() {
+        handover::STATUS_FAILED
+    } else {
+        handover::STATUS_UNSAFE
+    }
+}
+
+/// What a failed run did to keep the destination off zero pages, in operator terms.
+fn closed_text(c: &Closed) -> String {
+    let not_poisoned = |p: &Option<std::io::Error>| match p {
+        Some(e) => format!("pages not poisoned ({})", poison_failure(e)),
+        None => "pages not poisoned (--on-failure kill)".to_string(),
+    };
+    match c {
+        Closed::Poisoned(n) => {
+            format!("{n} missing pages poisoned: any access raises SIGBUS, never a zero page")
+        }
+        Closed::DestinationExited => "the destination exited while its missing pages were \
+            being poisoned (an access to a poisoned page raises SIGBUS)"
+            .to_string(),
+        Closed::Killed { poison } => format!(
+            "{}; the destination was killed (SIGKILL) so that it never runs on a zero page",
+            not_poisoned(poison)
+        ),
+        Closed::Unsafe { poison, kill } => format!(
+            "{} and the destination was not killed ({}): the restorer was told (status {}); \
+             stop the destination now, its missing pages would read as zeros",
+            not_poisoned(poison),
+            match kill {
+                Some(e) => e.to_string(),
+                None => "no verified destination process to signal".to_string(),
+            },
+            handover::STATUS_UNSAFE
+        ),
+    }
+}
+
+/// A pidfd of the hand-over's destination process, if its address space shows it is the
+/// one (every handed-over range registered with a userfaultfd). Otherwise the fault server
+/// neither watches nor signals it, and says so.
+pub fn destination_pidfd(pid: i32, layout: &Layout) -> Option<OwnedFd> {
+    let ranges: Vec<(u64, u64)> = layout
+        .dst_runs()
+        .iter()
+        .map(|r| (r.dst, (r.pages * crate::PAGE) as u64))
+        .collect();
+    match dest::verify(pid, &ranges) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            eprintln!(
+                "memgate: not watching or signalling the hand-over's pid: {e}; if the \
+                 migration fails on a kernel without UFFDIO_POISON, the restorer must stop \
+                 the destination (status {})",
+                handover::STATUS_UNSAFE
+            );
+            None
         }
     }
 }
@@ -313,18 +367,9 @@ pub fn run(a: FaultServeArgs) -> anyhow::Result<()> {
         h.map.clone()
     };
     let layout = layout_for(&src.regions, &map)?;
-    let watch = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(h.pid).context("bad pid in hand-over")?,
-        rustix::process::PidfdFlags::empty(),
-    )
-    .ok();
+    let watch = destination_pidfd(h.pid, &layout);
     let uffd = Uffd::from_fd(h.uffd, h.features);
-    let res = drive(&uffd, layout, src.connector.as_ref(), cfg, watch, !a.json);
-    let status = if res.is_ok() {
-        handover::STATUS_COMPLETE
-    } else {
-        handover::STATUS_FAILED
-    };
+    let (res, status) = drive(&uffd, layout, src.connector.as_ref(), cfg, watch, !a.json);
     let _ = handover::send_status(&sock, status);
     let r = res?;
     print_report(&r, a.json, serde_json::json!({}));
@@ -370,7 +415,7 @@ pub fn mirror(
         maps.push(m);
     }
     let layout = layout_for(&src.regions, &map)?;
-    let r = drive(&uffd, layout, src.connector.as_ref(), cfg, None, progress)?;
+    let r = drive(&uffd, layout, src.connector.as_ref(), cfg, None, progress).0?;
     let Some(pid) = verify_pid else {
         return Ok((r, None));
     };

@@ -4,7 +4,7 @@
 //! in this process.
 
 use super::demo_dest::DestReport;
-use super::fault_serve::{drive, layout_for};
+use super::fault_serve::{destination_pidfd, drive, layout_for};
 use crate::faultserve::{Config, Report};
 use crate::handover;
 use crate::transport::Connector;
@@ -134,6 +134,8 @@ pub struct DestRun<'a> {
     pub verify_after: bool,
     /// The destination sleeps this long after each page (failure drills).
     pub touch_delay_us: u64,
+    /// Told once the destination has handed over its userfaultfd (failure drills).
+    pub started: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// Runs the destination workload under this process's fault server; returns the fault
@@ -165,15 +167,12 @@ pub fn run_dest(info: &TargetInfo, r: DestRun<'_>) -> anyhow::Result<(Report, De
     let _ = std::fs::remove_file(&sock_path);
     let h = handover::recv(&sock)?;
     let layout = layout_for(r.regions, &h.map)?;
-    let watch = rustix::process::Pid::from_raw(h.pid)
-        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let watch = destination_pidfd(h.pid, &layout);
     let uffd = Uffd::from_fd(h.uffd, h.features);
-    let res = drive(&uffd, layout, r.connector, r.cfg, watch, r.progress);
-    let status = if res.is_ok() {
-        handover::STATUS_COMPLETE
-    } else {
-        handover::STATUS_FAILED
-    };
+    if let Some(tx) = r.started {
+        let _ = tx.send(());
+    }
+    let (res, status) = drive(&uffd, layout, r.connector, r.cfg, watch, r.progress);
     let _ = handover::send_status(&sock, status);
     drop(uffd);
     let report = res?;

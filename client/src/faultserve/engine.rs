@@ -4,8 +4,10 @@
 //! prefetch chunk; prefetch keeps several large READs in flight over several connections
 //! (each received on a thread of its own, so receiving one chunk overlaps copying the
 //! previous one), starting near the most recent fault, and copies each chunk in slices,
-//! serving faults between slices. Every failure ends in [`Engine::fail_closed`]: pages not
-//! yet present are poisoned so that any later access raises SIGBUS instead of reading zeros.
+//! serving faults between slices. Every failure, the first connection's included, ends with
+//! the destination unable to read a zero page: pages not yet present are poisoned (any
+//! access raises SIGBUS), or where that is impossible the destination is killed, or the
+//! caller is told ([`Closed`]) that the restorer must stop it.
 
 use super::layout::Layout;
 use super::stats::{Counters, Report};
@@ -63,6 +65,37 @@ pub struct Config {
     pub no_prefetch: bool,
     /// What a failed migration does to the destination's missing pages.
     pub on_failure: OnFailure,
+}
+
+/// How a failed [`Engine::run`] left the destination.
+#[derive(Debug)]
+pub enum Closed {
+    /// This many missing pages were poisoned: any access raises SIGBUS.
+    Poisoned(usize),
+    /// The destination exited while its pages were being poisoned (typically killed by
+    /// SIGBUS on a page poisoned a moment before).
+    DestinationExited,
+    /// The destination was killed (SIGKILL). `poison` is why poisoning failed, or `None`
+    /// when it was not tried ([`OnFailure::Kill`]).
+    Killed {
+        /// Why the pages were not poisoned.
+        poison: Option<io::Error>,
+    },
+    /// Neither worked: the destination still runs, and once its userfaultfd is closed a
+    /// missing page would read as zeros. Whoever holds the uffd must stop it now.
+    Unsafe {
+        /// Why the pages were not poisoned (`None`: not tried).
+        poison: Option<io::Error>,
+        /// Why it was not killed (`None`: no pidfd to kill it by).
+        kill: Option<io::Error>,
+    },
+}
+
+impl Closed {
+    /// Whether the destination can no longer read a zero page.
+    pub fn is_safe(&self) -> bool {
+        !matches!(self, Closed::Unsafe { .. })
+    }
 }
 
 /// How a failed migration keeps the destination from ever running on a zero page.
@@ -155,12 +188,12 @@ pub struct Engine<'a> {
     progress: Option<Progress<'a>>,
     completions: Vec<Completion>,
     last_probe: Instant,
-    /// After a failed [`Engine::run`]: how many pages were poisoned, or why poisoning
-    /// failed (or was not tried: [`OnFailure::Kill`]).
-    pub poisoned: Option<Result<usize, io::Error>>,
-    /// After a failed [`Engine::run`] without poisoned pages: whether the destination was
-    /// killed (`None`: no destination pidfd to kill it by, e.g. a mirror in this process).
-    pub killed: Option<io::Result<()>>,
+    /// After a failed [`Engine::run`] (unless the destination was already gone): what
+    /// keeps the destination from reading a zero page.
+    pub closed: Option<Closed>,
+    /// Userfaultfds of forked children whose missing pages could not be poisoned, kept
+    /// open so that those pages block instead of reading as zeros while the engine lives.
+    unpoisoned_children: Vec<Uffd>,
 }
 
 fn uerr(op: &'static str) -> impl FnOnce(io::Error) -> EngineError {
@@ -168,8 +201,10 @@ fn uerr(op: &'static str) -> impl FnOnce(io::Error) -> EngineError {
 }
 
 impl<'a> Engine<'a> {
-    /// Connects both links and prepares the page table. `watch` is a pidfd of the
-    /// destination process (handed-over uffd), polled to notice its exit.
+    /// Prepares the page table; the links connect when [`Engine::run`] starts, so that a
+    /// refused first connection fails closed like any later failure. `watch` is a pidfd
+    /// of the destination process (handed-over uffd, see [`super::dest::verify`]), polled
+    /// to notice its exit and used to kill it when its pages cannot be poisoned.
     pub fn new(
         uffd: &'a Uffd,
         layout: Layout,
@@ -178,27 +213,13 @@ impl<'a> Engine<'a> {
         watch: Option<OwnedFd>,
     ) -> Result<Engine<'a>, EngineError> {
         let total = layout.total();
-        let mut links = vec![Link {
-            conn: Some(connector.connect()?),
-            inflight: HashMap::new(),
-        }];
-        // A transport whose keys serve one connection per grant (verbs: a type-2 memory
-        // window is bound to one queue pair) prefetches on the demand link.
-        if !cfg.no_prefetch && connector.max_connections() != Some(1) {
-            for _ in 0..cfg.prefetch_conns.max(1) {
-                links.push(Link {
-                    conn: Some(connect_prefetch(connector)?),
-                    inflight: HashMap::new(),
-                });
-            }
-        }
         Ok(Engine {
             uffd,
             layout,
             state: vec![0; total],
             remaining: total,
             connector,
-            links,
+            links: Vec::new(),
             pollfds: Vec::new(),
             deferred: std::collections::VecDeque::new(),
             fault_start: HashMap::new(),
@@ -211,8 +232,8 @@ impl<'a> Engine<'a> {
             progress: None,
             completions: Vec::new(),
             last_probe: Instant::now(),
-            poisoned: None,
-            killed: None,
+            closed: None,
+            unpoisoned_children: Vec::new(),
         })
     }
 
@@ -241,16 +262,7 @@ impl<'a> Engine<'a> {
             }
             Err(e) => {
                 if !matches!(e, EngineError::DestinationGone(_)) {
-                    let poisoned = match self.cfg.on_failure {
-                        OnFailure::Poison => self.fail_closed(),
-                        OnFailure::Kill => Err(io::Error::other("not tried (--on-failure kill)")),
-                    };
-                    if poisoned.is_err() {
-                        // Without poisoned pages, closing the userfaultfd would let the
-                        // destination's next touch of a missing page map a zero page.
-                        self.killed = self.kill_destination();
-                    }
-                    self.poisoned = Some(poisoned);
+                    self.closed = Some(self.close_failed());
                 }
                 Err(e)
             }
@@ -267,8 +279,28 @@ impl<'a> Engine<'a> {
         )
     }
 
+    /// Connects the demand link and, unless prefetch is off, the prefetch links.
+    fn connect_links(&mut self) -> Result<(), EngineError> {
+        self.links.push(Link {
+            conn: Some(self.connector.connect()?),
+            inflight: HashMap::new(),
+        });
+        // A transport whose keys serve one connection per grant (verbs: a type-2 memory
+        // window is bound to one queue pair) prefetches on the demand link.
+        if !self.cfg.no_prefetch && self.connector.max_connections() != Some(1) {
+            for _ in 0..self.cfg.prefetch_conns.max(1) {
+                self.links.push(Link {
+                    conn: Some(connect_prefetch(self.connector)?),
+                    inflight: HashMap::new(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn serve(&mut self) -> Result<Duration, EngineError> {
         self.started = Instant::now();
+        self.connect_links()?;
         let mut last_progress = Instant::now();
         loop {
             self.drain_uffd()?;
@@ -394,8 +426,21 @@ impl<'a> Engine<'a> {
                 // SAFETY: the kernel installed `ufd` in our fd table for us with the FORK
                 // event; nothing else owns it.
                 let child = Uffd::from_fd(unsafe { std::os::fd::FromRawFd::from_raw_fd(ufd) }, 0);
+                let mut unsafe_pages = 0;
                 for (a, n) in self.missing_runs() {
-                    let _ = child.poison(a, (n * PAGE) as u64);
+                    if child.poison(a, (n * PAGE) as u64).is_err() {
+                        unsafe_pages += n;
+                    }
+                }
+                if unsafe_pages > 0 {
+                    // Kernels before 6.6: keep the child's uffd open, so that its faults
+                    // block (rather than map zero pages) for as long as this server runs.
+                    tracing::error!(
+                        "destination forked and {unsafe_pages} of the child's missing pages \
+                         could not be poisoned (no UFFDIO_POISON before Linux 6.6): they block \
+                         while this fault server runs and would read as zeros after it exits"
+                    );
+                    self.unpoisoned_children.push(child);
                 }
             }
             Msg::Unknown(e) => tracing::warn!("unknown userfaultfd event {e:#x}"),

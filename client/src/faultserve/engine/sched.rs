@@ -1,8 +1,11 @@
-//! Prefetch scheduling and fail-closed poisoning for [`Engine`]: which range to READ next
-//! (right after the latest fault, else the next missing run) and, on failure, which pages
-//! to poison.
+//! Prefetch scheduling and failing closed for [`Engine`]: which range to READ next (right
+//! after the latest fault, else the next missing run) and, on failure, which pages to
+//! poison, or whether the destination must be killed instead.
 
-use super::{Engine, EngineError, DEMAND_LINK, DISCARDED, PREFETCH, PREFETCH_SHIFT, PRESENT};
+use super::{
+    Closed, Engine, EngineError, OnFailure, DEMAND_LINK, DISCARDED, PREFETCH, PREFETCH_SHIFT,
+    PRESENT,
+};
 use crate::PAGE;
 use std::io;
 
@@ -100,11 +103,8 @@ impl Engine<'_> {
         out
     }
 
-    /// Poisons every page not yet present: a thread blocked on one is woken and gets
-    /// SIGBUS, and so does any later access, even after this uffd is closed. Returns the
-    /// number of pages poisoned, or the error if poisoning itself failed.
     /// SIGKILL to the destination through its pidfd, if there is one.
-    pub(super) fn kill_destination(&self) -> Option<io::Result<()>> {
+    fn kill_destination(&self) -> Option<io::Result<()>> {
         let pidfd = self.watch.as_ref()?;
         Some(
             rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL)
@@ -112,6 +112,37 @@ impl Engine<'_> {
         )
     }
 
+    /// After a failure: poison the missing pages (unless told to kill), and where that
+    /// fails kill the destination, because closing the userfaultfd with pages still
+    /// missing would let its next touch map a zero page.
+    pub(super) fn close_failed(&mut self) -> Closed {
+        let poison = match self.cfg.on_failure {
+            OnFailure::Kill => None,
+            OnFailure::Poison => match self.fail_closed() {
+                Ok(n) => return Closed::Poisoned(n),
+                // The destination's mm is gone: it exited (usually SIGBUS on a page just
+                // poisoned). Nothing is left to protect.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                    return Closed::DestinationExited
+                }
+                Err(e) => Some(e),
+            },
+        };
+        match self.kill_destination() {
+            Some(Ok(())) => Closed::Killed { poison },
+            Some(Err(e)) if e.raw_os_error() == Some(libc::ESRCH) => Closed::DestinationExited,
+            Some(Err(e)) => Closed::Unsafe {
+                poison,
+                kill: Some(e),
+            },
+            None => Closed::Unsafe { poison, kill: None },
+        }
+    }
+
+    /// Poisons every page not yet present: a thread blocked on one is woken and gets
+    /// SIGBUS, and so does any later access, even after this uffd is closed. Returns the
+    /// number of pages poisoned, or the error if poisoning itself failed (EINVAL: a kernel
+    /// before 6.6; ESRCH: the destination has exited).
     pub fn fail_closed(&mut self) -> Result<usize, io::Error> {
         let runs = self.missing_runs();
         let mut n = 0;
