@@ -18,6 +18,10 @@ cd "$(dirname "$0")"
 root=$PWD
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 LAB=${LAB:-tier3}
+case $LAB in
+    none | tier1 | tier3) ;;
+    *) echo "test.sh: LAB must be none, tier1 or tier3 (got '$LAB')"; echo "test.sh: 0 passed, 1 failed"; exit 1 ;;
+esac
 logdir=${TEST_LOG_DIR:-$root/target/test-logs}
 mkdir -p "$logdir"
 
@@ -77,7 +81,12 @@ if [ "$LAB" != none ] && [ -x tests/lab/run.sh ]; then
         timeout "$limit" tests/lab/run.sh "$tier" >"$logdir/lab-$tier.log" 2>&1
         rc=$?
         grep -E 'PASS|FAIL|passed' "$logdir/lab-$tier.log" | tail -n 30 | sed 's/^/    | /'
-        if ! add_counts "$logdir/lab-$tier.log"; then failed=$((failed + 1)); failures+=("lab $tier (no result)"); fi
+        if ! add_counts "$logdir/lab-$tier.log"; then
+            failed=$((failed + 1)); failures+=("lab $tier (no result)")
+        elif [ $rc -ne 0 ] && grep -E '[0-9]+ passed, [0-9]+ failed' "$logdir/lab-$tier.log" | tail -n 1 | grep -q ' 0 failed'; then
+            # the harness failed without a failed check (e.g. a timeout): the total says so
+            failed=$((failed + 1))
+        fi
         [ $rc -eq 0 ] || failures+=("lab $tier (exit $rc)")
         echo "    ($((SECONDS - t0)) s)"
     done

@@ -39,6 +39,11 @@ host_deps() {
     command -v gcc >/dev/null || need+=(gcc libc6-dev)
     command -v python3 >/dev/null || need+=(python3)
     [ -e /usr/include/infiniband/verbs.h ] || need+=(libibverbs-dev)
+    # the verbs provider's Rust bindings (rdma-sys: bindgen needs libclang 14)
+    [ -e /usr/include/rdma/rdma_cma.h ] || need+=(librdmacm-dev)
+    command -v pkg-config >/dev/null || need+=(pkg-config)
+    [ -e /usr/lib/llvm-14/lib/libclang.so.1 ] || need+=(libclang1-14)
+    [ -d /usr/lib/llvm-14/lib/clang ] || need+=(libclang-common-14-dev)
     [ -e /usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so ] || need+=(ibverbs-providers)
     command -v rdma >/dev/null || need+=(iproute2)
     [ ${#need[@]} -eq 0 ] && return 0
@@ -185,7 +190,7 @@ build_guest_prog() { # out source...
 build_verbs_suite() {
     export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-14/lib}
     (cd "$REPO" && cargo test -q -p memgate-fabric --features verbs --test verbs_lab --no-run \
-        --message-format=json 2>/dev/null) |
+        --message-format=json 2>"$WORK/cargo-tier1.log" || true) |
         python3 -c 'import json,sys
 for l in sys.stdin:
     try: m = json.loads(l)
@@ -201,9 +206,9 @@ build_tier3_rust() {
     export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-14/lib}
     {
         (cd "$REPO" && cargo test -q -p memgate-fabric --features verbs --test verbs_pidfd_lab \
-            --no-run --message-format=json 2>/dev/null)
+            --no-run --message-format=json 2>"$WORK/cargo-tier3.log" || true)
         (cd "$REPO" && cargo build -q --release -p memgate -p memgated \
-            --features memgate/verbs,memgated/verbs --message-format=json 2>/dev/null)
+            --features memgate/verbs,memgated/verbs --message-format=json 2>>"$WORK/cargo-tier3.log" || true)
     } | python3 -c 'import json,sys
 want = {"verbs_pidfd_lab", "memgate", "memgated"}
 for l in sys.stdin:
@@ -220,7 +225,8 @@ tier1() {
     build_guest_prog "$WORK/mwtest" "$HERE/guest/mwtest.c"
     local vbin; vbin=$(build_verbs_suite | tail -n 1)
     if [ -z "$vbin" ]; then
-        echo "@@CHK verbs_suite_build FAIL cargo test --no-run -p memgate-fabric --features verbs"
+        echo "@@CHK verbs_suite_build FAIL cargo test --no-run -p memgate-fabric --features verbs: $(grep -E 'error|panicked|please install' "$WORK/cargo-tier1.log" | head -n 3 | tr '\n' ' ') (log: $WORK/cargo-tier1.log)"
+        echo "lab tier1: 0 passed, 1 failed"
         return 1
     fi
     VERBS_BIN=$vbin mk_initramfs "$kroot" "$KREL_STOCK" "$WORK/tier1.cpio.gz" "$WORK/mwtest"
@@ -276,7 +282,8 @@ tier3() {
     build_guest_prog "$WORK/mwtest" "$HERE/guest/mwtest.c"
     build_tier3_rust > "$WORK/tier3-bins"
     if [ "$(wc -l < "$WORK/tier3-bins")" -ne 3 ]; then
-        echo "@@CHK tier3_rust_build FAIL cargo build --features verbs (got: $(tr '\n' ' ' < "$WORK/tier3-bins"))"
+        echo "@@CHK tier3_rust_build FAIL cargo build --features verbs (got: $(tr '\n' ' ' < "$WORK/tier3-bins")): $(grep -E 'error|panicked|please install' "$WORK/cargo-tier3.log" | head -n 3 | tr '\n' ' ') (log: $WORK/cargo-tier3.log)"
+        echo "lab tier3: 0 passed, 1 failed"
         return 1
     fi
     mk_initramfs "$kout" "$krel" "$WORK/tier3.cpio.gz" "$WORK/mwtest" "$WORK/pidfdtest"
