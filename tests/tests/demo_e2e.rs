@@ -112,5 +112,8 @@ fn demo_drill_that_comes_too_late_says_so() {
         .expect("run demo");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("finished (and was committed) before the revocation"), "{err}");
+    assert!(
+        err.contains("finished (and was committed) before the revocation"),
+        "{err}"
+    );
 }
