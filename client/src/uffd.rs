@@ -198,8 +198,15 @@ pub enum CopyOutcome {
         /// Bytes copied before the interruption.
         copied: u64,
     },
-    /// The target's address space is gone (process exited) or the range is not registered.
+    /// The target's address space is gone: the process exited (ESRCH).
     Gone,
+    /// The range is not inside one registered mapping (ENOENT): it crosses a mapping
+    /// boundary (the process split a mapping, e.g. with madvise or mprotect), or the page is
+    /// no longer registered. Bytes before `dst + copied` were copied.
+    NoMapping {
+        /// Bytes copied before the boundary.
+        copied: u64,
+    },
 }
 
 /// An owned userfaultfd.
@@ -300,7 +307,8 @@ impl Uffd {
                 match e.raw_os_error() {
                     Some(libc::EEXIST) => Ok(CopyOutcome::Exists { copied }),
                     Some(libc::EAGAIN) => Ok(CopyOutcome::Again { copied }),
-                    Some(libc::ESRCH) | Some(libc::ENOENT) => Ok(CopyOutcome::Gone),
+                    Some(libc::ESRCH) => Ok(CopyOutcome::Gone),
+                    Some(libc::ENOENT) => Ok(CopyOutcome::NoMapping { copied }),
                     _ => Err(e),
                 }
             }
@@ -319,31 +327,45 @@ impl Uffd {
 
     /// Marks `[start, start+len)` poisoned: any later access raises SIGBUS, even after this
     /// uffd is closed. Used to fail closed. Pages already present are left alone (EEXIST is
-    /// skipped page by page).
-    pub fn poison(&self, start: u64, len: u64) -> io::Result<()> {
+    /// skipped page by page), and so are pages in no registered mapping (ENOENT, found page
+    /// by page: such a page is no longer this uffd's to serve or poison). Returns the pages
+    /// poisoned. EAGAIN (a non-cooperative event is pending) is returned to the caller, who
+    /// must read the events and call again: the kernel refuses until they are read.
+    pub fn poison(&self, start: u64, len: u64) -> io::Result<u64> {
+        const PAGE: u64 = crate::PAGE as u64;
         let mut at = start;
         let end = start + len;
+        let mut poisoned = 0;
+        // After an ENOENT, one page at a time until the end of the range.
+        let mut single = false;
         while at < end {
+            let n = if single { PAGE } else { end - at };
             let mut p = UffdioPoison {
-                range: UffdioRange {
-                    start: at,
-                    len: end - at,
-                },
+                range: UffdioRange { start: at, len: n },
                 mode: 0,
                 updated: 0,
             };
-            match ioctl(self.fd.as_raw_fd(), UFFDIO_POISON, &mut p) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    at += p.updated.max(0) as u64 + crate::PAGE as u64;
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                    at += p.updated.max(0) as u64;
+            let res = ioctl(self.fd.as_raw_fd(), UFFDIO_POISON, &mut p);
+            let done = p.updated.max(0) as u64;
+            poisoned += done / PAGE;
+            match res {
+                Ok(()) => at += n,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => at += done + PAGE,
+                // Partial progress is reported as EAGAIN with `updated` > 0: go on from there.
+                // With nothing done, EAGAIN means an event is pending: the caller's turn.
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && done > 0 => at += done,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    if single {
+                        at += PAGE;
+                    } else {
+                        single = true;
+                        at += done;
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(poisoned)
     }
 
     /// Reads one pending message, or `None` when none is queued (non-blocking fd) or the

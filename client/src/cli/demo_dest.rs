@@ -47,6 +47,14 @@ pub struct DemoDestArgs {
     /// Tests: name this pid in the hand-over instead of our own.
     #[arg(long, hide = true)]
     pub handover_pid: Option<i32>,
+    /// Tests: after the hand-over, split every region's mapping in two (madvise on its
+    /// second half), so that copies crossing the boundary are refused with ENOENT.
+    #[arg(long, hide = true)]
+    pub split_after_handover: bool,
+    /// Tests: a thread discards a registered scratch mapping (outside the hand-over map)
+    /// over and over, so that a REMOVE event is pending most of the time.
+    #[arg(long, hide = true)]
+    pub churn: bool,
 }
 
 /// Verifies one present page of mapping `m` against the pattern of its source address.
@@ -105,6 +113,16 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
         map.push((r.addr, m.addr(), r.len));
         maps.push(m);
     }
+    // Registered with the uffd but not handed over: only the churn thread touches it, by
+    // discarding it.
+    let scratch = if a.churn {
+        let m = Mapping::anon(16 * crate::PAGE)?;
+        uffd.register_missing(m.addr(), m.len() as u64)
+            .context("UFFDIO_REGISTER scratch")?;
+        Some(m)
+    } else {
+        None
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let sock = loop {
         match UnixStream::connect(&a.socket) {
@@ -129,6 +147,33 @@ pub fn run(a: DemoDestArgs) -> anyhow::Result<()> {
     } else {
         Some(uffd)
     };
+    if a.split_after_handover {
+        for m in &maps {
+            let half = (m.len() / 2) & !(crate::PAGE - 1);
+            if half > 0 {
+                // SAFETY: the range is inside mapping `m`, which lives until the end of
+                // this function; MADV_NOHUGEPAGE changes only the mapping's flags.
+                let rc = unsafe {
+                    libc::madvise(
+                        m.as_ptr().add(half).cast(),
+                        m.len() - half,
+                        libc::MADV_NOHUGEPAGE,
+                    )
+                };
+                anyhow::ensure!(rc == 0, "madvise: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+    if let Some(m) = scratch {
+        let (addr, len) = (m.addr() as usize, m.len());
+        // Never unmapped, so the thread never discards an unrelated mapping at that address.
+        std::mem::forget(m);
+        std::thread::spawn(move || loop {
+            // SAFETY: the scratch mapping is never unmapped (forgotten above); discarding
+            // it is harmless, nothing reads it.
+            unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+        });
+    }
     let started = Instant::now();
     // Watchdog: a status byte ends the wait; EOF or failure aborts the whole process at
     // once, while any thread blocked on a missing page stays blocked (we hold the uffd).

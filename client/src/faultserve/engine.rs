@@ -194,6 +194,8 @@ pub struct Engine<'a> {
     /// Userfaultfds of forked children whose missing pages could not be poisoned, kept
     /// open so that those pages block instead of reading as zeros while the engine lives.
     unpoisoned_children: Vec<Uffd>,
+    /// Faults outside the grant whose poisoning must wait for a pending event.
+    poison_later: Vec<u64>,
 }
 
 fn uerr(op: &'static str) -> impl FnOnce(io::Error) -> EngineError {
@@ -234,6 +236,7 @@ impl<'a> Engine<'a> {
             last_probe: Instant::now(),
             closed: None,
             unpoisoned_children: Vec::new(),
+            poison_later: Vec::new(),
         })
     }
 
@@ -250,20 +253,26 @@ impl<'a> Engine<'a> {
     /// Runs until every page is present (then sends COMMIT) or until a failure, after which
     /// the missing pages are poisoned before the error is returned.
     pub fn run(&mut self) -> Result<Outcome, EngineError> {
-        match self.serve() {
-            Ok(all_present) => {
-                let committed = match self.links[DEMAND_LINK].conn.as_mut() {
-                    Some(c) => c.commit().map(|_| true)?,
-                    None => false,
-                };
-                let report =
-                    Report::new(self.layout.total() as u64, &self.c, all_present, committed);
-                Ok(Outcome { report })
+        let res = self.serve().and_then(|all_present| {
+            let committed = match self.links[DEMAND_LINK].conn.as_mut() {
+                Some(c) => c.commit().map(|_| true)?,
+                None => false,
+            };
+            Ok(Report::new(
+                self.layout.total() as u64,
+                &self.c,
+                all_present,
+                committed,
+            ))
+        });
+        match res {
+            Ok(report) => Ok(Outcome { report }),
+            Err(e @ EngineError::DestinationGone(_)) => {
+                self.closed = self.close_after_exit();
+                Err(e)
             }
             Err(e) => {
-                if !matches!(e, EngineError::DestinationGone(_)) {
-                    self.closed = Some(self.close_failed());
-                }
+                self.closed = Some(self.close_failed());
                 Err(e)
             }
         }
@@ -364,6 +373,18 @@ impl<'a> Engine<'a> {
         while let Some(msg) = self.uffd.read_msg().map_err(uerr("read"))? {
             self.on_msg(msg)?;
         }
+        for a in std::mem::take(&mut self.poison_later) {
+            match self.uffd.poison(a, PAGE as u64) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => self.poison_later.push(a),
+                Err(e) => {
+                    return Err(EngineError::Uffd {
+                        op: "poison",
+                        err: e,
+                    })
+                }
+            }
+        }
         Ok(())
     }
 
@@ -376,7 +397,19 @@ impl<'a> Engine<'a> {
                     // Registered but not part of the grant: nothing can fill it; fail
                     // closed for that page only.
                     tracing::warn!("fault at {addr:#x} outside the grant; poisoning it");
-                    self.uffd.poison(a, PAGE as u64).map_err(uerr("poison"))?;
+                    match self.uffd.poison(a, PAGE as u64) {
+                        Ok(_) => {}
+                        // An event is pending: read it first (drain_uffd retries).
+                        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                            self.poison_later.push(a)
+                        }
+                        Err(e) => {
+                            return Err(EngineError::Uffd {
+                                op: "poison",
+                                err: e,
+                            })
+                        }
+                    }
                     return Ok(());
                 };
                 let s = self.state[p];
@@ -409,11 +442,7 @@ impl<'a> Engine<'a> {
             Msg::Remove { start, end } | Msg::Unmap { start, end } => {
                 for r in self.layout.pages_in(start, end) {
                     for p in r {
-                        if self.state[p] & (PRESENT | DISCARDED) == 0 {
-                            self.remaining -= 1;
-                            self.c.pages_discarded += 1;
-                        }
-                        self.state[p] = (self.state[p] & !PRESENT) | DISCARDED;
+                        self.discard(p);
                     }
                 }
             }
@@ -512,7 +541,7 @@ impl<'a> Engine<'a> {
         data: &[u8],
         prefetch: bool,
     ) -> Result<(), EngineError> {
-        let max_slice = (self.cfg.copy_slice / PAGE).max(1);
+        let mut max_slice = (self.cfg.copy_slice / PAGE).max(1);
         let mut i = 0;
         while i < pages {
             let p = page + i;
@@ -553,6 +582,25 @@ impl<'a> Engine<'a> {
                     (copied as usize / PAGE, 0)
                 }
                 CopyOutcome::Gone => return Err(EngineError::DestinationGone(self.remaining)),
+                CopyOutcome::NoMapping { copied } if n > 1 => {
+                    // The slice crosses a mapping boundary (the process split a mapping):
+                    // go on one page at a time.
+                    max_slice = 1;
+                    (copied as usize / PAGE, 0)
+                }
+                CopyOutcome::NoMapping { .. } => {
+                    // One page in no registered mapping. A pending UNMAP/REMAP event may
+                    // explain it: read events and retry; otherwise the process unregistered
+                    // it, and it is no longer this uffd's to fill.
+                    self.drain_uffd()?;
+                    if self.state[p] & DISCARDED == 0
+                        && self.layout.dst_of(p).map(|d| d.0) == Some(dst)
+                    {
+                        tracing::warn!("page at {dst:#x} is no longer registered; skipping it");
+                        self.discard(p);
+                    }
+                    (0, 0)
+                }
             };
             for k in 0..done {
                 self.mark_present(p + k, prefetch, true);
@@ -565,6 +613,15 @@ impl<'a> Engine<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Page `p` is no longer wanted (the process discarded or unregistered it).
+    fn discard(&mut self, p: usize) {
+        if self.state[p] & (PRESENT | DISCARDED) == 0 {
+            self.remaining -= 1;
+            self.c.pages_discarded += 1;
+        }
+        self.state[p] = (self.state[p] & !PRESENT) | DISCARDED;
     }
 
     fn mark_present(&mut self, p: usize, prefetch: bool, counted: bool) {

@@ -6,6 +6,7 @@ use super::{
     Closed, Engine, EngineError, OnFailure, DEMAND_LINK, DISCARDED, PREFETCH, PREFETCH_SHIFT,
     PRESENT,
 };
+use crate::uffd::Msg;
 use crate::PAGE;
 use std::io;
 
@@ -112,44 +113,110 @@ impl Engine<'_> {
         )
     }
 
-    /// After a failure: poison the missing pages (unless told to kill), and where that
-    /// fails kill the destination, because closing the userfaultfd with pages still
-    /// missing would let its next touch map a zero page.
+    /// After a failure: poison the missing pages and, where that fails, kill the
+    /// destination (with [`OnFailure::Kill`]: kill first, poison if that fails), because
+    /// closing the userfaultfd with pages still missing would let its next touch map a
+    /// zero page.
     pub(super) fn close_failed(&mut self) -> Closed {
-        let poison = match self.cfg.on_failure {
-            OnFailure::Kill => None,
-            OnFailure::Poison => match self.fail_closed() {
-                Ok(n) => return Closed::Poisoned(n),
-                // The destination's mm is gone: it exited (usually SIGBUS on a page just
-                // poisoned). Nothing is left to protect.
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+        // `Some(e)`: the kill was tried and failed with `e` (`None` in it: no pidfd).
+        let mut tried_kill: Option<Option<io::Error>> = None;
+        if self.cfg.on_failure == OnFailure::Kill {
+            match self.kill_destination() {
+                Some(Ok(())) => return Closed::Killed { poison: None },
+                Some(Err(e)) if e.raw_os_error() == Some(libc::ESRCH) => {
                     return Closed::DestinationExited
                 }
-                Err(e) => Some(e),
+                Some(Err(e)) => tried_kill = Some(Some(e)),
+                None => tried_kill = Some(None),
+            }
+        }
+        let poison = match self.poison_outcome() {
+            Ok(c) => return c,
+            Err(e) => e,
+        };
+        let kill = match tried_kill {
+            Some(k) => k,
+            None => match self.kill_destination() {
+                Some(Ok(())) => {
+                    return Closed::Killed {
+                        poison: Some(poison),
+                    }
+                }
+                Some(Err(e)) if e.raw_os_error() == Some(libc::ESRCH) => {
+                    return Closed::DestinationExited
+                }
+                Some(Err(e)) => Some(e),
+                None => None,
             },
         };
-        match self.kill_destination() {
-            Some(Ok(())) => Closed::Killed { poison },
-            Some(Err(e)) if e.raw_os_error() == Some(libc::ESRCH) => Closed::DestinationExited,
-            Some(Err(e)) => Closed::Unsafe {
-                poison,
-                kill: Some(e),
-            },
-            None => Closed::Unsafe { poison, kill: None },
+        Closed::Unsafe {
+            poison: Some(poison),
+            kill,
+        }
+    }
+
+    /// Poisons, and says what that means: pages poisoned, or the destination found gone
+    /// (ESRCH: usually SIGBUS on a page poisoned a moment before), or why it failed.
+    fn poison_outcome(&mut self) -> Result<Closed, io::Error> {
+        match self.fail_closed() {
+            Ok(n) => Ok(Closed::Poisoned(n)),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(Closed::DestinationExited),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After the watched pid exited: if the uffd's address space is in fact still there
+    /// (6.6+ can tell: poisoning answers ESRCH for a gone mm), poison what is missing.
+    pub(super) fn close_after_exit(&mut self) -> Option<Closed> {
+        match self.fail_closed() {
+            Ok(0) => None,
+            Ok(n) => {
+                tracing::error!(
+                    "the watched process exited but the userfaultfd's address space lives: \
+                     {n} missing pages poisoned"
+                );
+                Some(Closed::Poisoned(n))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Some(Closed::DestinationExited),
+            Err(_) => None,
         }
     }
 
     /// Poisons every page not yet present: a thread blocked on one is woken and gets
-    /// SIGBUS, and so does any later access, even after this uffd is closed. Returns the
-    /// number of pages poisoned, or the error if poisoning itself failed (EINVAL: a kernel
-    /// before 6.6; ESRCH: the destination has exited).
+    /// SIGBUS, and so does any later access, even after this uffd is closed. Pending
+    /// non-cooperative events are read in between (the kernel refuses to poison until they
+    /// are), so pages the process discarded are left alone. Returns the number of pages
+    /// poisoned, or the error if poisoning itself failed (EINVAL: a kernel before 6.6;
+    /// ESRCH: the destination has exited).
     pub fn fail_closed(&mut self) -> Result<usize, io::Error> {
-        let runs = self.missing_runs();
         let mut n = 0;
-        for (a, pages) in runs {
-            self.uffd.poison(a, (pages * PAGE) as u64)?;
-            n += pages;
+        let mut retries = 0;
+        'again: loop {
+            for (a, pages) in self.missing_runs() {
+                match self.uffd.poison(a, (pages * PAGE) as u64) {
+                    Ok(k) => n += k as usize,
+                    Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && retries < 10_000 => {
+                        retries += 1;
+                        self.read_events()?;
+                        continue 'again;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(n);
         }
-        Ok(n)
+    }
+
+    /// Reads pending uffd messages and applies the non-cooperative events; faults are
+    /// dropped (the thread stays blocked until its page is poisoned, which wakes it).
+    fn read_events(&mut self) -> io::Result<()> {
+        while let Some(msg) = self.uffd.read_msg()? {
+            if !matches!(msg, Msg::PageFault { .. }) {
+                if let Err(e) = self.on_msg(msg) {
+                    tracing::warn!("while failing closed: {e}");
+                }
+            }
+        }
+        Ok(())
     }
 }
