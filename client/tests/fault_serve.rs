@@ -129,14 +129,25 @@ fn run_pair(
     (fs, d)
 }
 
+/// [`run_pair`] in a fresh directory, waited for: returns (fault server, destination).
+fn run_pair_to_end(
+    src: &LocalSource,
+    t: &Target,
+    extra_fs: &[&str],
+    dest: &[&str],
+) -> (std::process::Output, std::process::Output) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (fs, d) = run_pair(dir.path(), src, t, extra_fs, dest);
+    let d = d.wait_with_output().expect("dest");
+    let fs = fs.wait_with_output().expect("fs");
+    (fs, d)
+}
+
 #[test]
 fn handed_over_destination_sees_every_byte_under_random_touches() {
     let t = target(16 << 20);
     let src = source_of(&t);
-    let dir = tempfile::tempdir().expect("tmp");
-    let (fs, d) = run_pair(dir.path(), &src, &t, &[], &["--pattern", "random"]);
-    let d = d.wait_with_output().expect("dest");
-    let fs = fs.wait_with_output().expect("fs");
+    let (fs, d) = run_pair_to_end(&src, &t, &[], &["--pattern", "random"]);
     assert!(
         fs.status.success(),
         "{}",
@@ -326,16 +337,7 @@ fn refused_first_connection_fails_closed_even_for_a_careless_restorer() {
     let t = target(4 << 20);
     let src = source_of(&t);
     assert!(src.responder.revoke_grant(src.grant.id.0) > 0);
-    let dir = tempfile::tempdir().expect("tmp");
-    let (fs, d) = run_pair(
-        dir.path(),
-        &src,
-        &t,
-        &[],
-        &["--pattern", "seq", "--careless"],
-    );
-    let d = d.wait_with_output().expect("dest");
-    let fs = fs.wait_with_output().expect("fs");
+    let (fs, d) = run_pair_to_end(&src, &t, &[], &["--pattern", "seq", "--careless"]);
     assert_failed_closed(&fs, &d, committed(&src), "revoked or expired");
     let fe = String::from_utf8_lossy(&fs.stderr);
     assert!(
@@ -399,16 +401,12 @@ fn a_handover_naming_another_process_is_never_signalled() {
 fn a_split_destination_mapping_is_served_in_full() {
     let t = target(8 << 20);
     let src = source_of(&t);
-    let dir = tempfile::tempdir().expect("tmp");
-    let (fs, d) = run_pair(
-        dir.path(),
+    let (fs, d) = run_pair_to_end(
         &src,
         &t,
         &[],
         &["--pattern", "random", "--split-after-handover"],
     );
-    let d = d.wait_with_output().expect("dest");
-    let fs = fs.wait_with_output().expect("fs");
     let fe = String::from_utf8_lossy(&fs.stderr);
     assert!(fs.status.success(), "{fe}");
     assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));

@@ -2,16 +2,23 @@
 //! must verify every page with zero mismatches and end with the grant committed.
 
 use memgate_tests::bin;
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// Runs `memgate demo` with `args`; returns its output and its stderr as text.
+fn demo(args: &[&str]) -> (Output, String) {
+    let out = Command::new(bin("memgate"))
+        .arg("demo")
+        .args(args)
+        .output()
+        .expect("run demo");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, err)
+}
 
 #[test]
 fn demo_migrates_every_byte_and_commits() {
     for pattern in ["random", "seq"] {
-        let out = Command::new(bin("memgate"))
-            .args(["demo", "--size", "24M", "--pattern", pattern, "--json"])
-            .output()
-            .expect("run demo");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (out, err) = demo(&["--size", "24M", "--pattern", pattern, "--json"]);
         assert!(out.status.success(), "demo failed: {err}");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("demo --json");
         let total = v["pages_total"].as_u64().expect("pages_total");
@@ -43,18 +50,7 @@ fn demo_migrates_every_byte_and_commits() {
 /// must say how to get it, before serving anything; the demo must fail, not fall back.
 #[test]
 fn demo_over_rdma_without_the_verbs_build_says_how_to_get_it() {
-    let out = Command::new(bin("memgate"))
-        .args([
-            "demo",
-            "--size",
-            "4M",
-            "--listen",
-            "rdma:127.0.0.1:0",
-            "--json",
-        ])
-        .output()
-        .expect("run demo");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = demo(&["--size", "4M", "--listen", "rdma:127.0.0.1:0", "--json"]);
     assert!(!out.status.success(), "demo over rdma succeeded: {err}");
     assert!(out.stdout.is_empty(), "a report was printed");
     assert!(
@@ -69,18 +65,7 @@ fn demo_over_rdma_without_the_verbs_build_says_how_to_get_it() {
 /// UFFDIO_POISON, the destination killed), the grant not committed, no report printed.
 #[test]
 fn demo_revoked_mid_migration_fails_closed() {
-    let out = Command::new(bin("memgate"))
-        .args([
-            "demo",
-            "--size",
-            "16M",
-            "--revoke-after-ms",
-            "300",
-            "--json",
-        ])
-        .output()
-        .expect("run demo");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = demo(&["--size", "16M", "--revoke-after-ms", "300", "--json"]);
     assert!(!out.status.success(), "the drill's demo succeeded: {err}");
     assert!(out.stdout.is_empty(), "a report was printed: {err}");
     assert!(err.contains("remote access error"), "{err}");
@@ -99,18 +84,7 @@ fn demo_revoked_mid_migration_fails_closed() {
 /// A drill whose revocation comes after the migration must not pass as a success.
 #[test]
 fn demo_drill_that_comes_too_late_says_so() {
-    let out = Command::new(bin("memgate"))
-        .args([
-            "demo",
-            "--size",
-            "64K",
-            "--revoke-after-ms",
-            "60000",
-            "--json",
-        ])
-        .output()
-        .expect("run demo");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = demo(&["--size", "64K", "--revoke-after-ms", "60000", "--json"]);
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains("finished (and was committed) before the revocation"),

@@ -21,15 +21,6 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
-/// `--on-failure` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnFailureArg {
-    /// Poison the missing pages (kill where the kernel cannot poison).
-    Poison,
-    /// Kill the destination.
-    Kill,
-}
-
 /// `memgate fault-serve` options.
 #[derive(Debug, Args)]
 pub struct FaultServeArgs {
@@ -63,7 +54,7 @@ pub struct FaultServeArgs {
     /// What a failed migration does to the destination: `poison` its missing pages (any
     /// touch raises SIGBUS; Linux 6.6+, else it falls back to kill) or `kill` it at once.
     #[arg(long, value_enum, default_value = "poison")]
-    pub on_failure: OnFailureArg,
+    pub on_failure: OnFailure,
     /// Print the final report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -171,10 +162,7 @@ fn config(a: &FaultServeArgs, expires: Option<std::time::SystemTime>) -> Config 
         chunk: a.chunk.clamp(crate::PAGE, 4 << 20),
         depth: a.depth.max(1),
         no_prefetch: a.no_prefetch,
-        on_failure: match a.on_failure {
-            OnFailureArg::Poison => OnFailure::Poison,
-            OnFailureArg::Kill => OnFailure::Kill,
-        },
+        on_failure: a.on_failure,
         expires,
         ..Config::default()
     }
@@ -205,10 +193,7 @@ pub fn drive(
     progress: bool,
 ) -> (anyhow::Result<Report>, u8) {
     let total = layout.total() as u64;
-    let mut engine = match Engine::new(uffd, layout, connector, cfg, watch) {
-        Ok(e) => e,
-        Err(e) => return (Err(explain_refusal(&e)), handover::STATUS_UNSAFE),
-    };
+    let mut engine = Engine::new(uffd, layout, connector, cfg, watch);
     if progress && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total * crate::PAGE as u64);
         bar.set_style(

@@ -98,14 +98,15 @@ impl Closed {
     }
 }
 
-/// How a failed migration keeps the destination from ever running on a zero page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a failed migration keeps the destination from ever running on a zero page
+/// (`memgate fault-serve --on-failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OnFailure {
     /// Poison the missing pages (UFFDIO_POISON, Linux 6.6+): touching one raises SIGBUS.
     /// Where the kernel cannot, kill the destination instead.
     #[default]
     Poison,
-    /// Kill the destination at once (SIGKILL through its pidfd).
+    /// Kill the destination at once (SIGKILL through its pidfd); where it cannot, poison.
     Kill,
 }
 
@@ -213,9 +214,9 @@ impl<'a> Engine<'a> {
         connector: &'a dyn Connector,
         cfg: Config,
         watch: Option<OwnedFd>,
-    ) -> Result<Engine<'a>, EngineError> {
+    ) -> Engine<'a> {
         let total = layout.total();
-        Ok(Engine {
+        Engine {
             uffd,
             layout,
             state: vec![0; total],
@@ -237,7 +238,7 @@ impl<'a> Engine<'a> {
             closed: None,
             unpoisoned_children: Vec::new(),
             poison_later: Vec::new(),
-        })
+        }
     }
 
     /// Installs a progress callback (called at most every 100 ms).
@@ -251,7 +252,8 @@ impl<'a> Engine<'a> {
     }
 
     /// Runs until every page is present (then sends COMMIT) or until a failure, after which
-    /// the missing pages are poisoned before the error is returned.
+    /// the destination is kept off zero pages (see [`Engine::closed`]) before the error is
+    /// returned.
     pub fn run(&mut self) -> Result<Outcome, EngineError> {
         let res = self.serve().and_then(|all_present| {
             let committed = match self.links[DEMAND_LINK].conn.as_mut() {
@@ -374,18 +376,22 @@ impl<'a> Engine<'a> {
             self.on_msg(msg)?;
         }
         for a in std::mem::take(&mut self.poison_later) {
-            match self.uffd.poison(a, PAGE as u64) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => self.poison_later.push(a),
-                Err(e) => {
-                    return Err(EngineError::Uffd {
-                        op: "poison",
-                        err: e,
-                    })
-                }
-            }
+            self.poison_page(a)?;
         }
         Ok(())
+    }
+
+    /// Poisons the page at `a`, or, while an event is pending (EAGAIN), queues it for the
+    /// end of the next [`Engine::drain_uffd`].
+    fn poison_page(&mut self, a: u64) -> Result<(), EngineError> {
+        match self.uffd.poison(a, PAGE as u64) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                self.poison_later.push(a);
+                Ok(())
+            }
+            Err(err) => Err(EngineError::Uffd { op: "poison", err }),
+        }
     }
 
     fn on_msg(&mut self, msg: Msg) -> Result<(), EngineError> {
@@ -397,20 +403,7 @@ impl<'a> Engine<'a> {
                     // Registered but not part of the grant: nothing can fill it; fail
                     // closed for that page only.
                     tracing::warn!("fault at {addr:#x} outside the grant; poisoning it");
-                    match self.uffd.poison(a, PAGE as u64) {
-                        Ok(_) => {}
-                        // An event is pending: read it first (drain_uffd retries).
-                        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                            self.poison_later.push(a)
-                        }
-                        Err(e) => {
-                            return Err(EngineError::Uffd {
-                                op: "poison",
-                                err: e,
-                            })
-                        }
-                    }
-                    return Ok(());
+                    return self.poison_page(a);
                 };
                 let s = self.state[p];
                 if s & PRESENT != 0 {

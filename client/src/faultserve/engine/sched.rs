@@ -104,13 +104,15 @@ impl Engine<'_> {
         out
     }
 
-    /// SIGKILL to the destination through its pidfd, if there is one.
-    fn kill_destination(&self) -> Option<io::Result<()>> {
-        let pidfd = self.watch.as_ref()?;
-        Some(
-            rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL)
-                .map_err(io::Error::from),
-        )
+    /// SIGKILL to the destination through its pidfd. `Ok(true)`: killed now; `Ok(false)`:
+    /// it had already exited; `Err`: why it could not be killed (`None`: no pidfd).
+    fn kill_destination(&self) -> Result<bool, Option<io::Error>> {
+        let pidfd = self.watch.as_ref().ok_or(None)?;
+        match rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::SRCH) => Ok(false),
+            Err(e) => Err(Some(e.into())),
+        }
     }
 
     /// After a failure: poison the missing pages and, where that fails, kill the
@@ -118,40 +120,33 @@ impl Engine<'_> {
     /// closing the userfaultfd with pages still missing would let its next touch map a
     /// zero page.
     pub(super) fn close_failed(&mut self) -> Closed {
-        // `Some(e)`: the kill was tried and failed with `e` (`None` in it: no pidfd).
-        let mut tried_kill: Option<Option<io::Error>> = None;
-        if self.cfg.on_failure == OnFailure::Kill {
+        let kill_first = self.cfg.on_failure == OnFailure::Kill;
+        let mut kill_err = None;
+        if kill_first {
             match self.kill_destination() {
-                Some(Ok(())) => return Closed::Killed { poison: None },
-                Some(Err(e)) if e.raw_os_error() == Some(libc::ESRCH) => {
-                    return Closed::DestinationExited
-                }
-                Some(Err(e)) => tried_kill = Some(Some(e)),
-                None => tried_kill = Some(None),
+                Ok(true) => return Closed::Killed { poison: None },
+                Ok(false) => return Closed::DestinationExited,
+                Err(e) => kill_err = e,
             }
         }
         let poison = match self.poison_outcome() {
             Ok(c) => return c,
             Err(e) => e,
         };
-        let kill = match tried_kill {
-            Some(k) => k,
-            None => match self.kill_destination() {
-                Some(Ok(())) => {
+        if !kill_first {
+            match self.kill_destination() {
+                Ok(true) => {
                     return Closed::Killed {
                         poison: Some(poison),
                     }
                 }
-                Some(Err(e)) if e.raw_os_error() == Some(libc::ESRCH) => {
-                    return Closed::DestinationExited
-                }
-                Some(Err(e)) => Some(e),
-                None => None,
-            },
-        };
+                Ok(false) => return Closed::DestinationExited,
+                Err(e) => kill_err = e,
+            }
+        }
         Closed::Unsafe {
             poison: Some(poison),
-            kill,
+            kill: kill_err,
         }
     }
 
